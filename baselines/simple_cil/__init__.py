@@ -1,0 +1,1 @@
+"""SimpleCIL: the frozen pretrained backbone with a class-mean prototype classifier."""

@@ -1,0 +1,1 @@
+"""Adapters, prompts and heads injected into the stock timm VisionTransformer."""

@@ -1,0 +1,131 @@
+"""Plugins every run uses: prediction collection, guards, progress and loss logging."""
+
+from __future__ import annotations
+
+import math
+import signal
+import sys
+from typing import Callable
+
+import torch
+from avalanche.core import SupervisedPlugin
+from tqdm.auto import tqdm
+
+from cl_bench.errors import NonFiniteLossError, RunInterrupted
+
+__all__ = ["PredictionCollector", "RunGuard", "ProgressBar", "LossLogger", "check_finite"]
+
+
+class PredictionCollector(SupervisedPlugin):
+    """Top-1 predictions and targets of the last evaluation."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.predictions: list[torch.Tensor] = []
+        self.targets: list[torch.Tensor] = []
+        self.expected_width: int | None = None
+
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        self.predictions, self.targets = [], []
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        logits = strategy.mb_output
+        if self.expected_width is not None and logits.shape[1] != self.expected_width:
+            raise RuntimeError(
+                f"{type(strategy).__name__} scored {logits.shape[1]} classes, not the {self.expected_width} seen so far"
+            )
+        self.predictions.append(logits.argmax(dim=1).cpu())
+        self.targets.append(strategy.mb_y.cpu())
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.cat(self.predictions), torch.cat(self.targets)
+
+
+def check_finite(loss: torch.Tensor, strategy, what: str = "loss") -> None:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        clock = strategy.clock
+        raise NonFiniteLossError(
+            f"non-finite {what} ({value}) at experience {strategy.experience_index}, "
+            f"epoch {clock.train_exp_epochs}, step {clock.train_epoch_iterations}"
+        )
+
+
+class RunGuard(SupervisedPlugin):
+    """Stops on a NaN/inf loss before it updates anything, and turns SIGINT/SIGTERM into a clean
+    stop after the current step."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.signal_received: int | None = None
+        self._previous: dict[int, Callable] = {}
+
+    def install(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self._previous[signum] = signal.signal(signum, self._on_signal)
+
+    def uninstall(self) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous = {}
+
+    def _on_signal(self, signum, frame) -> None:
+        if self.signal_received is not None:  # a second signal: stop now
+            raise KeyboardInterrupt
+        self.signal_received = signum
+        print(f"\nsignal {signum}: finishing the current step, then stopping", file=sys.stderr)
+
+    def raise_if_signalled(self) -> None:
+        if self.signal_received is not None:
+            raise RunInterrupted(self.signal_received)
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        check_finite(strategy.loss, strategy)
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        self.raise_if_signalled()
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        self.raise_if_signalled()
+
+
+class ProgressBar(SupervisedPlugin):
+    """One bar per experience over its training steps (hidden when stderr is not a terminal)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.bar = None
+
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        if self.bar is None:
+            total = strategy.train_epochs * len(strategy.dataloader)
+            self.bar = tqdm(total=total, desc=f"experience {strategy.experience_index}", unit="step",
+                            leave=False, disable=None, dynamic_ncols=True)
+        self.bar.set_postfix_str(f"epoch {strategy.clock.train_exp_epochs + 1}/{strategy.train_epochs}")
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        self.bar.update(1)
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+
+class LossLogger(SupervisedPlugin):
+    """Training loss and learning rate to W&B every ``every`` steps (one device sync per log)."""
+
+    def __init__(self, tracker, every: int) -> None:
+        super().__init__()
+        self.tracker = tracker
+        self.every = every
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        step = strategy.clock.train_iterations
+        if step % self.every == 0 and self.tracker.run is not None:
+            self.tracker.log({
+                "train/loss": float(strategy.loss.detach()),
+                "train/lr": strategy.optimizer.param_groups[0]["lr"],
+                "train/experience": strategy.experience_index,
+                "train/iteration": step,
+            })

@@ -1,0 +1,56 @@
+#!/usr/bin/env bash
+# Set up cl-bench on this machine on first use, then run it.
+#
+#   bash sweeps/quickstart.sh                 # every strategy on the offline default bench, with a results table
+#   bash sweeps/quickstart.sh --test [ARGS]   # the test suite (python -m pytest ARGS)
+#   bash sweeps/quickstart.sh --python FILE   # any script of the repository in the environment
+#
+# The environment is a venv at $CL_BENCH_VENV (default: .venv in the repository), rebuilt when
+# pyproject.toml or this script changes. Fashion-MNIST comes from the Debian package
+# dataset-fashion-mnist (installed with apt-get when running as root, or with sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+VENV="${CL_BENCH_VENV:-.venv}"
+PYTHON="${CL_BENCH_PYTHON:-python3}"
+STAMP="$(cat pyproject.toml sweeps/quickstart.sh | sha256sum | cut -d' ' -f1)"
+
+if [ ! -x "$VENV/bin/python" ]; then
+    echo "== creating $VENV"
+    "$PYTHON" -m venv "$VENV"
+fi
+if [ "$(cat "$VENV/.cl-bench-stamp" 2>/dev/null)" != "$STAMP" ]; then
+    echo "== installing packages into $VENV (torch 2.14.1, avalanche-lib 0.6.0, timm, wandb, ...)"
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check -e ".[test]"
+    # Their declared requirements are wrong here (tensorflow; numpy<2): install them without.
+    "$VENV/bin/pip" install --quiet --disable-pip-version-check --no-deps animal-mnist==0.4 sweeps==0.3.0 jsonref==1.1.0
+    echo "$STAMP" > "$VENV/.cl-bench-stamp"
+fi
+
+FASHION=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
+if [ ! -f "$FASHION" ] && [ -z "${CL_BENCH_FASHION_MNIST:-}" ]; then
+    SUDO=""
+    if [ "$(id -u)" != 0 ]; then SUDO="$(command -v sudo || true)"; fi
+    if [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; then
+        echo "== installing the Debian package dataset-fashion-mnist"
+        $SUDO apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1 \
+            || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null; }
+    else
+        echo "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist needs root);"
+        echo "      the fashion_mnist and mnist_family30 benches and sweeps/pretrain.py need it, digits_animals does not"
+    fi
+fi
+
+case "${1:-}" in
+    --test)
+        shift
+        exec "$VENV/bin/python" -m pytest "$@"
+        ;;
+    --python)
+        shift
+        exec "$VENV/bin/python" "$@"
+        ;;
+    *)
+        exec "$VENV/bin/python" sweeps/compare.py --bench digits_animals "$@"
+        ;;
+esac

@@ -1,0 +1,11 @@
+"""Run one experiment: python sweeps/run.py --strategy NAME --bench NAME [--key=value ...]."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from cl_bench.cli import main  # noqa: E402
+
+if __name__ == "__main__":
+    sys.exit(main())
