@@ -1,0 +1,1 @@
+"""CL-LoRA (He, Duan, Zhu, CVPR 2025) as an Avalanche strategy with two plugins."""

@@ -1,0 +1,117 @@
+"""CL-LoRA as an Avalanche ``SupervisedTemplate`` (spec: ``../shared/specs/cl_lora.md``).
+
+Per experience: a fresh cosine head over the experience's classes only, a new SGD optimizer and
+cosine schedule over the trainable tensors, training, then class-mean prototypes of the
+experience's training images (test transform) with the experience's own branch.
+
+The update of one iteration (spec §6.1), autograd-safe:
+  1. the CE (+ orthogonality) gradients are taken with ``torch.autograd.grad`` and kept;
+  2. ``SharedAdapterDistillation.before_update`` takes its KD step (from the second experience);
+  3. the kept gradients are written to ``.grad`` and the optimizer steps again.
+The reference's second ``backward()`` reads weights already changed by step 1 (an O(lr*grad)
+difference) and raises on current PyTorch; this is the deviation the spec names.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cl_bench.models.heads import CosineLinear
+from cl_bench.training.template import CLBenchTemplate
+from strategies.cl_lora.model import CLLoRANet
+from strategies.cl_lora.plugins import AdapterGrowth, SharedAdapterDistillation
+
+__all__ = ["CLLoRA"]
+
+
+class CLLoRA(CLBenchTemplate):
+    def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
+        method = config.method
+        shared = method.shared_blocks if method.shared_blocks >= 0 else backbone.depth // 2
+        model = CLLoRANet(backbone.vit, rank=method.rank, shared_blocks=shared)
+        self.distillation = SharedAdapterDistillation(
+            weight=method.kd_weight, temperature=method.kd_temperature,
+            reassign=method.gradient_reassignment, reuse_shared_forward=method.kd_reuse_shared_forward,
+        ) if method.distillation else None
+        self.growth = AdapterGrowth(orth_weight=method.orth_weight) if method.adapter_growth else None
+        own = [p for p in (self.growth, self.distillation) if p is not None]
+        self.shared_tokens: torch.Tensor | None = None
+        self._pending_grads: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
+        super().__init__(model=model, config=config, streams=streams, backbone=backbone, device=device,
+                         plugins=[*own, *plugins])
+
+    @property
+    def current_branch(self) -> int:
+        return self.model.task_branch[-1]
+
+    # -- per experience -----------------------------------------------------------------------
+    def adapt_model(self) -> None:
+        model = self.model
+        model.task_branch.append(model.n_branches - 1)
+        n_new = self.streams.classes_per_experience[self.experience_index]
+        model.proxy_head = CosineLinear(model.vit.embed_dim, n_new).to(self.device)
+        model.set_trainable(self.current_branch)
+
+    def build_optimizer(self, params):
+        run = self.config.run
+        return torch.optim.SGD(params, lr=run.lr, momentum=self.config.method.momentum, weight_decay=run.weight_decay)
+
+    def build_scheduler(self, optimizer):
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.train_epochs, 1), eta_min=0.0)
+
+    def _after_training_exp(self, **kwargs) -> None:
+        model = self.model
+        branch = self.current_branch
+        model.prototypes.add(self.class_means(lambda x: model.full_pass(x, branch)))
+        model.task_sizes.append(self.streams.classes_per_experience[self.experience_index])
+        model.requires_grad_(False)
+        super()._after_training_exp(**kwargs)
+        model.proxy_head = None  # the training head is never used again (the reference keeps it unused)
+
+    # -- iteration ----------------------------------------------------------------------------
+    def forward(self) -> torch.Tensor:
+        if not self.is_training:
+            return self.model.predict(self.mb_x)
+        features, self.shared_tokens = self.model.train_features(self.mb_x, self.current_branch)
+        return self.model.proxy_head(features)
+
+    def criterion(self) -> torch.Tensor:
+        if not self.is_training:
+            return self._make_empty_loss()
+        return F.cross_entropy(self.mb_output, self.mb_y - self.known_classes)
+
+    def backward(self) -> None:
+        """Keep the CE (+ orth) gradients; the KD step may reuse this graph's shared half."""
+        params = [p for group in self.optimizer.param_groups for p in group["params"]]
+        keep_graph = self.distillation is not None and self.distillation.reuse_shared_forward \
+            and self.distillation.active(self)
+        grads = torch.autograd.grad(self.loss, params, retain_graph=keep_graph, allow_unused=True)
+        self._pending_grads = list(zip(params, grads))
+
+    def optimizer_step(self) -> None:
+        self.optimizer.zero_grad(set_to_none=True)
+        for param, grad in self._pending_grads:
+            param.grad = grad
+        self._pending_grads = []
+        self.optimizer.step()
+
+    def _after_training_iteration(self, **kwargs) -> None:
+        self.shared_tokens = None  # release the graph before the next batch
+        super()._after_training_iteration(**kwargs)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def extra_state(self) -> dict:
+        model = self.model
+        return {"n_branches": model.n_branches, "has_teacher": model.has_teacher,
+                "task_branch": list(model.task_branch), "task_sizes": list(model.task_sizes)}
+
+    def restore_structure(self, extra: dict) -> None:
+        model = self.model
+        while model.n_branches < extra["n_branches"]:
+            model.add_branch()
+        if extra["has_teacher"] and not model.has_teacher:
+            model.snapshot_teacher()
+        model.task_branch[:] = extra["task_branch"]
+        model.task_sizes[:] = extra["task_sizes"]
+        model.requires_grad_(False)
