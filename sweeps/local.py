@@ -1,0 +1,157 @@
+"""Run a W&B sweep file with no server: python sweeps/local.py sweeps/specs/FILE.yaml [--count N] [--parallel K]
+
+W&B's own search engine (the ``sweeps`` package) proposes the parameters (grid, random or bayes);
+each run is a subprocess of sweeps/run.py with the command line the sweep's ``${args}`` would
+give. A failed run is recorded as failed and the sweep goes on. Re-running the command resumes:
+finished runs are skipped and their results feed the bayes proposals. At the end, a table of
+the best configurations with their metric aggregated over seeds.
+
+Options: --count N (new runs this time; default: the whole grid, or 10 for random/bayes),
+--parallel K (runs at once, default 1), --out-dir DIR (run records, default runs/), and any
+--key=value, passed to every run (e.g. --wandb_mode=offline).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+import warnings
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+
+from cl_bench.errors import UserError  # noqa: E402
+from cl_bench.sweeping import (  # noqa: E402
+    SweepState,
+    best_configurations,
+    command_args,
+    load_sweep,
+    validate_sweep,
+)
+
+PROG = "sweeps/local.py"
+DEFAULT_SEARCH_COUNT = 10
+POLL_SECONDS = 0.5
+
+
+def _propose(spec, state: SweepState):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from sweeps import next_run
+
+        proposal = next_run(spec.data, state.sweep_runs(spec.metric), validate=False)
+    if proposal is None:
+        return None
+    return {k: (v["value"].item() if hasattr(v["value"], "item") else v["value"]) for k, v in proposal.config.items()}
+
+
+def _run_name(state: SweepState) -> str:
+    return f"run-{len(state.runs):04d}"
+
+
+def _launch(params: dict, extra: list[str], out_dir: Path, log_dir: Path, name: str) -> subprocess.Popen:
+    argv = [sys.executable, str(REPO / "sweeps" / "run.py"), *command_args(params), f"--out_dir={out_dir}", "--resume", *extra]
+    log = open(log_dir / f"{name}.log", "w")
+    return subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env={**os.environ})
+
+
+def _metric_of(params: dict, extra_values: dict, out_dir: Path, metric: str):
+    """Read the run's record (its directory follows from the config, as run.py derives it)."""
+    from cl_bench.config import resolve_config
+    from cl_bench.record import RunRecord
+
+    values = {k: str(v) for k, v in {**params, **extra_values}.items()}
+    config = resolve_config(values.pop("strategy"), values.pop("bench"), values)
+    run_dir = out_dir / (config.run.run_name or config.default_run_name)
+    record = RunRecord.load(run_dir)
+    return (record.data["metrics"] or {}).get(metric), str(run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    parser.add_argument("sweep")
+    parser.add_argument("--count", type=int, default=None)
+    parser.add_argument("--parallel", type=int, default=1)
+    parser.add_argument("--out-dir", default="runs")
+    args, extra = parser.parse_known_args(argv)
+    try:
+        spec = load_sweep(args.sweep)
+        checked = validate_sweep(spec)
+        if args.parallel < 1 or (args.count is not None and args.count < 0):
+            raise UserError("--parallel must be >= 1 and --count >= 0")
+        from cl_bench.cli import parse_args
+
+        extra_values, _ = parse_args(extra)
+    except UserError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+
+    out_dir = Path(args.out_dir).expanduser().resolve()
+    state = SweepState.open(out_dir / "sweeps" / spec.name / "state.json")
+    log_dir = state.path.parent / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    budget = args.count if args.count is not None else (None if spec.method == "grid" else DEFAULT_SEARCH_COUNT)
+    print(f"sweep {spec.name}: {spec.method}, metric {spec.metric} ({spec.goal}), {checked} command lines checked, "
+          f"{len(state.finished())} runs already finished", flush=True)
+
+    # Runs that failed, or were cut off with the runner, are tried again first (once per invocation).
+    retry = [r for r in state.runs if r["status"] in ("failed", "running")]
+    running: dict[str, tuple[subprocess.Popen, dict]] = {}
+    launched = 0
+    exhausted = False
+    try:
+        while True:
+            while len(running) < args.parallel and (budget is None or launched < budget):
+                if retry:
+                    entry = retry.pop(0)
+                    params, name = entry["params"], entry["name"]
+                elif not exhausted:
+                    params = _propose(spec, state)
+                    if params is None:
+                        exhausted = True
+                        continue
+                    name = _run_name(state)
+                else:
+                    break
+                state.record({"name": name, "params": params, "status": "running", "metric": None})
+                running[name] = (_launch(params, extra, out_dir, log_dir, name), params)
+                launched += 1
+                print(f"[{name}] {' '.join(command_args(params))}", flush=True)
+            if not running:
+                break
+            time.sleep(POLL_SECONDS)
+            for name, (proc, params) in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[name]
+                entry = {"name": name, "params": params, "exit_code": proc.returncode}
+                if proc.returncode == 0:
+                    metric, run_dir = _metric_of(params, extra_values, out_dir, spec.metric)
+                    entry.update(status="finished", metric=metric, run_dir=run_dir)
+                    print(f"[{name}] finished: {spec.metric} = {metric:.4f}", flush=True)
+                else:
+                    entry.update(status="failed", metric=None)
+                    print(f"[{name}] failed with exit code {proc.returncode} (log: {log_dir / (name + '.log')}); "
+                          "the sweep goes on", flush=True)
+                state.record(entry)
+    finally:
+        for proc, _ in running.values():  # interrupted: stop the children; their runs resume next time
+            proc.terminate()
+
+    failed = [r for r in state.runs if r["status"] == "failed"]
+    best = best_configurations(state.runs, spec.metric, spec.goal)
+    print(f"\n{len(state.finished())} finished, {len(failed)} failed. Best configurations by {spec.metric} "
+          f"({spec.goal}; mean ± 95% CI over seeds):")
+    for row in best:
+        ci = "" if row["ci"] != row["ci"] else f" ± {row['ci']:.4f}"
+        shown = " ".join(f"{k}={v}" for k, v in row["params"].items())
+        print(f"  {row['mean']:.4f}{ci}  (n={row['n_seeds']})  {shown}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
