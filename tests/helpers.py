@@ -7,6 +7,7 @@ import os
 import struct
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -123,3 +124,91 @@ def wandb_history(run_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any],
         elif kind == "summary":
             summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update})
     return history, config, summary
+
+
+# -- run records for the analysis, notebook and report tests ------------------------------------------
+#: Strategies and seeds of the tiny real runs the analysis tests share (the two fastest on CPU).
+TINY_RECORD_STRATEGIES = ("simple_cil", "l2p")
+TINY_RECORD_SEEDS = (0, 1)
+_tiny_records: dict[str, Path] = {}
+
+
+def tiny_run_records(tmp_path_factory) -> Path:
+    """A directory of finished tiny offline runs (strategies x seeds on digits_animals), made once
+    per test session and shared by every module that asks."""
+    if "root" not in _tiny_records:
+        from cl_bench.experiment import run_experiment
+
+        root = tmp_path_factory.mktemp("tiny_runs")
+        for strategy in TINY_RECORD_STRATEGIES:
+            for seed in TINY_RECORD_SEEDS:
+                run_experiment(tiny_config(strategy, out_dir=str(root), seed=seed, epochs=1), quiet=True)
+        _tiny_records["root"] = root
+    return _tiny_records["root"]
+
+
+def write_fake_record(root: Path, *, strategy: str, bench: str, seed: int, R: list[list[float]],
+                      classes_per_experience: list[int] | None = None, test_sizes: list[int] | None = None,
+                      preset: str = "default", group: str | None = None, status: str = "finished",
+                      efficiency: dict[str, Any] | None = None) -> Path:
+    """A run record with the fields ``cl_bench.record`` writes, metrics computed from ``R``
+    (equal test sizes unless given), without training anything."""
+    from cl_bench.metrics import summarize
+    from cl_bench.record import RECORD_FILE, RECORD_FORMAT
+
+    T = len(R)
+    classes = classes_per_experience or [2] * T
+    sizes = test_sizes or [10] * T
+    group = group or f"{strategy}-{bench}-{preset}"
+    run_name = f"{strategy}-{bench}-{preset}-s{seed}"
+    run_dir = root / run_name
+    run_dir.mkdir(parents=True, exist_ok=True)
+    data = {
+        "format": RECORD_FORMAT, "status": status, "run_name": run_name, "group": group,
+        "strategy": strategy, "bench": bench, "seed": seed,
+        "config": {"strategy": strategy, "bench": bench, "preset": preset, "seed": seed, "backbone": "fake_vit"},
+        "classes_per_experience": classes, "test_sizes": sizes, "R": R,
+        "steps": [{"experience": t, "accuracy_per_experience": row} for t, row in enumerate(R)],
+        "metrics": summarize(R, sizes, classes).as_dict(),
+        "efficiency": efficiency if efficiency is not None else {
+            "trainable_parameters_per_experience": [100] * T, "stored_parameters": 1000,
+            "train_images_per_s_median": 50.0, "eval_images_per_s_last": 200.0, "vit_passes_per_image_last": 1.0,
+            "block_passes_per_image_last": 12.0, "peak_rss_mb": 900.0, "wall_seconds": 3.0},
+    }
+    (run_dir / RECORD_FILE).write_text(json.dumps(data))
+    return run_dir
+
+
+@dataclass
+class FakeWandbRun:
+    """The attributes of a ``wandb.apis.public.Run`` that ``cl_bench.analysis`` reads."""
+
+    name: str
+    config: dict[str, Any]
+    summary: dict[str, Any]
+    group: str | None
+    state: str = "finished"
+    path: list[str] = field(default_factory=list)
+
+
+def wandb_export(records_root: Path, entity: str = "team", project: str = "cl-bench") -> list[FakeWandbRun]:
+    """What the W&B API would return for the runs under ``records_root``: the flat config, and the
+    summary ``cl_bench.tracking`` leaves (the last step's ``eval/*`` and ``efficiency/*`` values,
+    overwritten at the end by the metrics, ``R`` and the run's efficiency summary)."""
+    runs = []
+    for path in sorted(Path(records_root).rglob("record.json")):
+        data = json.loads(path.read_text())
+        finished = data["status"] == "finished"
+        summary: dict[str, Any] = {}
+        if data["steps"]:
+            last = data["steps"][-1]
+            summary.update({"experience": last["experience"], "eval/accuracy": last.get("accuracy")})
+            summary.update({f"efficiency/{k}": v for k, v in (last.get("efficiency") or {}).items()})
+        if finished:
+            summary.update(data["metrics"])
+            summary.update(R=data["R"], classes_per_experience=data["classes_per_experience"], test_sizes=data["test_sizes"])
+            summary.update({f"efficiency/{k}": v for k, v in (data.get("efficiency") or {}).items()})
+        runs.append(FakeWandbRun(name=data["run_name"], config=dict(data["config"]), summary=summary,
+                                 group=data.get("group"), state="finished" if finished else "crashed",
+                                 path=[entity, project, data["run_name"]]))
+    return runs
