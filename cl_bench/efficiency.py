@@ -64,19 +64,25 @@ class ThroughputMeter(SupervisedPlugin):
         super().__init__()
         self.images = 0
         self.seconds = 0.0
+        self.epoch_rates: list[float] = []
         self._t0 = 0.0
+        self._epoch_images = 0
 
     def before_training_exp(self, strategy, **kwargs) -> None:
-        self.images, self.seconds = 0, 0.0
+        self.images, self.seconds, self.epoch_rates = 0, 0.0, []
 
     def before_training_epoch(self, strategy, **kwargs) -> None:
+        self._epoch_images = 0
         self._t0 = time.perf_counter()
 
     def after_training_iteration(self, strategy, **kwargs) -> None:
-        self.images += len(strategy.mb_y)
+        self._epoch_images += len(strategy.mb_y)
 
     def after_training_epoch(self, strategy, **kwargs) -> None:
-        self.seconds += time.perf_counter() - self._t0
+        seconds = time.perf_counter() - self._t0
+        self.images += self._epoch_images
+        self.seconds += seconds
+        self.epoch_rates.append(self._epoch_images / seconds)
 
     @property
     def images_per_second(self) -> float | None:

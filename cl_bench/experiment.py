@@ -192,7 +192,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
     from cl_bench.benches.streams import build_streams
     from cl_bench.efficiency import BlockPassCounter, ThroughputMeter, peak_memory_mb, reset_peak_memory
     from cl_bench.training.evaluation import evaluate_seen_classes
-    from cl_bench.training.plugins import LossLogger, PredictionCollector, ProgressBar, RunGuard
+    from cl_bench.training.plugins import Autocast, LossLogger, PredictionCollector, ProgressBar, RunGuard
 
     device = _setup_torch(config)
     seeding.seed_everything(config.run.seed)
@@ -246,6 +246,8 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
         plugins = [guard, collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
+        if config.run.amp == "bf16":
+            plugins.append(Autocast(device.type))
         builder = STRATEGIES[config.run.strategy].load_builder()
         strategy = builder(config=config, backbone=backbone, streams=streams, device=device, plugins=plugins)
         counter = BlockPassCounter(backbone.vit.blocks)

@@ -13,7 +13,7 @@ from tqdm.auto import tqdm
 
 from cl_bench.errors import NonFiniteLossError, RunInterrupted
 
-__all__ = ["PredictionCollector", "RunGuard", "ProgressBar", "LossLogger", "check_finite"]
+__all__ = ["PredictionCollector", "RunGuard", "ProgressBar", "LossLogger", "Autocast", "check_finite"]
 
 
 class PredictionCollector(SupervisedPlugin):
@@ -129,3 +129,34 @@ class LossLogger(SupervisedPlugin):
                 "train/experience": strategy.experience_index,
                 "train/iteration": step,
             })
+
+
+class Autocast(SupervisedPlugin):
+    """bf16 autocast around every forward pass (Avalanche's SGD loop has no AMP); losses, the
+    backward pass and the optimizer steps stay outside it, in float32."""
+
+    def __init__(self, device_type: str, dtype: torch.dtype = torch.bfloat16) -> None:
+        super().__init__()
+        self.device_type, self.dtype = device_type, dtype
+        self._context = None
+
+    def _enter(self) -> None:
+        self._context = torch.autocast(self.device_type, dtype=self.dtype)
+        self._context.__enter__()
+
+    def _exit(self) -> None:
+        if self._context is not None:
+            self._context.__exit__(None, None, None)
+            self._context = None
+
+    def before_forward(self, strategy, **kwargs) -> None:
+        self._enter()
+
+    def after_forward(self, strategy, **kwargs) -> None:
+        self._exit()
+
+    def before_eval_forward(self, strategy, **kwargs) -> None:
+        self._enter()
+
+    def after_eval_forward(self, strategy, **kwargs) -> None:
+        self._exit()

@@ -1,0 +1,467 @@
+"""Efficiency benchmark: every registered strategy on one backbone and input size, in one process.
+
+    python sweeps/bench_efficiency.py                       # the suite's small ViT at 28 px, CPU, ~10 min
+    python sweeps/bench_efficiency.py --backbone vit_base_patch16_224.augreg_in21k --device cuda
+
+Measured, not assumed: trainable and stored parameters, training images/s (forward, backward and
+the method's optimizer steps), inference images/s and ViT block passes per test image (counted by
+hooks) after 1, 5, 10 and 20 experiences, peak memory, and each method's training FLOP/s as a
+fraction of the machine's measured matmul FLOP/s. Strategies are measured in alternation, each
+figure is the median of --repeats with its min-max spread. Also: the harness overhead (our
+Avalanche strategy with its plugins and W&B logging against a bare PyTorch loop on the same model
+and data), and the before/after ratio of each fast path (outputs equal; see the tests).
+The data are synthetic images (timing does not depend on pixels); the split is B5-5-20.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from avalanche.core import SupervisedPlugin as SupervisedPluginBase  # noqa: E402
+
+from cl_bench import catalog  # noqa: E402,F401  (registered names, for the defaults below)
+from cl_bench.config import resolve_config  # noqa: E402
+from cl_bench.errors import UserError  # noqa: E402
+from cl_bench.registry import BACKBONES, STRATEGIES  # noqa: E402
+
+PROG = "sweeps/bench_efficiency.py"
+STAGES = (1, 5, 10, 20)
+CLASSES_PER_EXPERIENCE = 5
+#: The benchmark's configs borrow CIFAR-100's 100-class B5-5-20 split; the data are synthetic.
+CONFIG_BENCH = "split_cifar100"
+
+
+def parse(argv):
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
+    p.add_argument("--backbone", default="vit_mini_patch4_28.fashion_mnist")
+    p.add_argument("--pretrained", default="false", choices=["true", "false"], help="weights do not change timings")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--strategies", default=",".join(STRATEGIES.names()))
+    p.add_argument("--experiences", type=int, default=20, help="grow to this many experiences (stages beyond it are skipped)")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--train-per-experience", type=int, default=128)
+    p.add_argument("--eval-images", type=int, default=128)
+    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--bf16", action="store_true", help="also measure bf16 autocast (meaningful on GPU)")
+    p.add_argument("--out", default="reports/efficiency")
+    return p.parse_args(argv)
+
+
+# -- measurement helpers -----------------------------------------------------------------------
+def spread(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "values": values}
+
+
+class PeakMemory:
+    """Peak CUDA allocation, or peak process RSS above the level at entry, sampled every 10 ms."""
+
+    def __init__(self, device):
+        self.device = device
+        self.peak_mb = 0.0
+
+    @contextmanager
+    def measure(self):
+        import psutil
+        import torch
+
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+            yield
+            self.peak_mb = max(self.peak_mb, torch.cuda.max_memory_allocated(self.device) / 2**20)
+            return
+        process = psutil.Process()
+        base = process.memory_info().rss
+        peak = [base]
+        done = threading.Event()
+
+        def sample():
+            while not done.is_set():
+                peak[0] = max(peak[0], process.memory_info().rss)
+                done.wait(0.01)
+
+        thread = threading.Thread(target=sample, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+            self.peak_mb = max(self.peak_mb, (peak[0] - base) / 2**20)
+
+
+def machine_matmul_flops(device, size=1024, repeats=20):
+    import torch
+
+    a = torch.randn(size, size, device=device)
+    b = torch.randn(size, size, device=device)
+    for _ in range(3):
+        a @ b
+    sync(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        a @ b
+    sync(device)
+    return 2 * size ** 3 * repeats / (time.perf_counter() - start)
+
+
+def sync(device):
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def synthetic_streams(n_experiences, train_per_class, test_per_class, size, seed=0):
+    import torch
+    from avalanche.benchmarks.scenarios import class_incremental_benchmark
+    from avalanche.benchmarks.utils import as_classification_dataset
+    from torch.utils.data import TensorDataset
+
+    from cl_bench.benches.streams import BenchStreams
+
+    n_classes = n_experiences * CLASSES_PER_EXPERIENCE
+    generator = torch.Generator().manual_seed(seed)
+
+    def dataset(per_class):
+        y = torch.arange(n_classes).repeat_interleave(per_class)
+        data = TensorDataset(torch.rand(len(y), 3, size, size, generator=generator), y)
+        data.targets = y.tolist()
+        return as_classification_dataset(data)
+
+    scenario = class_incremental_benchmark(
+        {"train": dataset(train_per_class), "test": dataset(test_per_class)},
+        class_order=list(range(n_classes)), num_classes_per_exp=[CLASSES_PER_EXPERIENCE] * n_experiences,
+    )
+    return BenchStreams(scenario=scenario, class_order=list(range(n_classes)),
+                        classes_per_experience=[CLASSES_PER_EXPERIENCE] * n_experiences,
+                        class_names=[f"class {c}" for c in range(n_classes)])
+
+
+class FlopWindow(SupervisedPluginBase):
+    """Counts FLOPs of the training epochs only (not of prototype passes after them)."""
+
+    def __init__(self):
+        super().__init__()
+        self.flops = 0
+        self._mode = None
+
+    def before_training_epoch(self, strategy, **kwargs):
+        from torch.utils.flop_counter import FlopCounterMode
+
+        self._mode = FlopCounterMode(display=False)
+        self._mode.__enter__()
+
+    def after_training_epoch(self, strategy, **kwargs):
+        self._mode.__exit__(None, None, None)
+        self.flops += self._mode.get_total_flops()
+
+
+class Subject:
+    """One strategy under measurement, with the plugins a real run has."""
+
+    def __init__(self, label, name, overrides, streams, device, extra_plugins=()):
+        from cl_bench.backbones import build_backbone
+        from cl_bench.efficiency import BlockPassCounter, ThroughputMeter
+        from cl_bench.training.plugins import PredictionCollector, ProgressBar, RunGuard
+
+        self.label, self.name = label, name
+        self.config = resolve_config(name, CONFIG_BENCH, overrides)
+        self.backbone = build_backbone(self.config)
+        self.meter, self.collector = ThroughputMeter(), PredictionCollector()
+        plugins = [RunGuard(), self.collector, self.meter, ProgressBar(), *extra_plugins]
+        builder = STRATEGIES[name].load_builder()
+        self.strategy = builder(config=self.config, backbone=self.backbone, streams=streams, device=device, plugins=plugins)
+        self.counter = BlockPassCounter(self.backbone.vit.blocks)
+        self.streams, self.device = streams, device
+        self.done = 0
+        self.memory = PeakMemory(device)
+        self.trainable = None
+
+    def train_next(self, flops=False):
+        exp = self.streams.train_stream[self.done]
+        window = FlopWindow()
+        if flops:
+            self.strategy.plugins.append(window)
+        with self.memory.measure():
+            self.strategy.train(exp, eval_streams=[])
+        if flops:
+            self.strategy.plugins.remove(window)
+            self.flops_per_image = window.flops / self.meter.images if self.meter.images else 0.0
+        self.trainable = self.strategy.trainable_count
+        self.done += 1
+        return self.meter.epoch_rates[-1] if self.meter.epoch_rates else None  # SimpleCIL trains nothing
+
+    def eval_experience(self, n_images):
+        from avalanche.benchmarks import DatasetExperience
+
+        merged = self.streams.seen_test_experience(self.done - 1).dataset
+        n = min(n_images, len(merged))
+        spaced = [i * len(merged) // n for i in range(n)]  # every seen experience is represented
+        return DatasetExperience(dataset=merged.subset(spaced), current_experience=self.done - 1)
+
+    def evaluate(self, experience):
+        self.collector.expected_width = self.streams.offsets[self.done]
+        self.counter.reset()
+        with self.memory.measure(), self.counter.counting():
+            sync(self.device)
+            start = time.perf_counter()
+            self.strategy.eval(experience)
+            sync(self.device)
+            seconds = time.perf_counter() - start
+        self.counter.images = len(experience.dataset)
+        return len(experience.dataset) / seconds
+
+
+def timed(fn, repeats, device):
+    values = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        values.append(time.perf_counter() - start)
+    return statistics.median(values)
+
+
+# -- the benchmark -----------------------------------------------------------------------------
+def run(args):
+    import torch
+
+    from cl_bench.seeding import seed_everything
+    from cl_bench.training.plugins import Autocast
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    entry = BACKBONES[args.backbone]
+    size = entry.input_size
+    per_class_train = max(1, args.train_per_experience // CLASSES_PER_EXPERIENCE)
+    per_class_test = max(1, args.eval_images // CLASSES_PER_EXPERIENCE)
+    seed_everything(0)
+    streams = synthetic_streams(args.experiences, per_class_train, per_class_test, size)
+    common = {"backbone": args.backbone, "pretrained": args.pretrained, "epochs": 1, "batch_size": args.batch_size,
+              "eval_batch_size": 64, "init_cls": 5, "inc_cls": 5, "wandb_mode": "disabled"}
+    names = args.strategies.split(",")
+    subjects = [Subject(n, n, common, streams, device) for n in names]
+    variants = []
+    if "cl_lora" in names:
+        variants.append(Subject("cl_lora (reference KD pass)", "cl_lora", {**common, "kd_reuse_shared_forward": "false"}, streams, device))
+    if args.bf16:
+        variants += [Subject(f"{n} (bf16)", n, {**common, "amp": "bf16"}, streams, device, [Autocast(device.type)]) for n in names if n != "simple_cil"]
+    everyone = subjects + variants
+    stages = [s for s in STAGES if s <= args.experiences]
+    results = {s.label: {"strategy": s.name, "inference": {}, "stored_parameters": {}} for s in everyone}
+    machine = machine_matmul_flops(device)
+    print(f"machine: {machine / 1e9:.1f} GFLOP/s (fp32 matmul); backbone {args.backbone} at {size} px on {device}", flush=True)
+
+    def measure_stage(stage):
+        evals = {s.label: s.eval_experience(args.eval_images) for s in subjects}
+        rates = {s.label: [] for s in subjects}
+        for repeat in range(args.repeats):
+            order = subjects if repeat % 2 == 0 else subjects[::-1]  # alternate, so drift spreads evenly
+            for s in order:
+                if getattr(s.strategy, "query_cache", None) is not None:
+                    s.strategy.query_cache = None  # the per-image cost; the cache is measured below
+                rates[s.label].append(s.evaluate(evals[s.label]))
+        for s in subjects:
+            results[s.label]["inference"][stage] = {**spread(rates[s.label]), "vit_passes_per_image": s.counter.vit_passes_per_image,
+                                                    "block_passes_per_image": s.counter.block_passes_per_image}
+            results[s.label]["stored_parameters"][stage] = s.strategy.stored_parameters()
+        print(f"after {stage} experiences: " + ", ".join(
+            f"{s.label} {statistics.median(rates[s.label]):.0f} img/s ({s.counter.vit_passes_per_image:.2f} passes)" for s in subjects), flush=True)
+
+    fast = {}
+    for s in everyone:
+        s.train_next()
+    measure_stage(1)
+    fast.update(fast_path_ratios(subjects, 1, args, device))
+    for s in everyone:  # an untimed experience that counts FLOPs
+        s.train_next(flops=True)
+    train_rates = {s.label: [] for s in everyone}
+    for repeat in range(args.repeats):
+        order = everyone if repeat % 2 == 0 else everyone[::-1]
+        for s in order:
+            if s.done < args.experiences:
+                rate = s.train_next()
+                if rate is not None:
+                    train_rates[s.label].append(rate)
+    for s in everyone:
+        rates = train_rates[s.label]
+        results[s.label]["trainable_parameters"] = s.trainable
+        if rates and s.meter.images:
+            results[s.label]["train_images_per_s"] = spread(rates)
+            flop_rate = s.flops_per_image * statistics.median(rates)
+            results[s.label]["train_flops_per_image"] = s.flops_per_image
+            results[s.label]["train_flops_fraction_of_machine"] = flop_rate / machine
+    for stage in stages[1:]:
+        while subjects[0].done < stage:
+            for s in subjects:
+                s.train_next()
+        measure_stage(stage)
+        fast.update(fast_path_ratios(subjects, stage, args, device))
+    for s in everyone:
+        results[s.label]["peak_memory_mb"] = s.memory.peak_mb
+    if "cl_lora" in names:
+        reuse, reference = results["cl_lora"], results["cl_lora (reference KD pass)"]
+        fast["cl_lora training: KD student from the main forward vs a separate pass"] = (
+            reuse["train_images_per_s"]["median"] / reference["train_images_per_s"]["median"])
+    harness = harness_overhead(common, streams, device, args.repeats)
+    return {"machine_matmul_flops": machine, "backbone": args.backbone, "input_size": size, "device": str(device),
+            "batch_size": args.batch_size, "experiences": args.experiences, "repeats": args.repeats,
+            "strategies": results, "fast_paths": fast, "harness": harness}
+
+
+def fast_path_ratios(subjects, stage, args, device):
+    """Before/after time ratios of the fast paths on the current models (outputs equal: tests)."""
+    import torch
+
+    by_name = {s.name: s for s in subjects}
+    x = torch.rand(min(64, args.eval_images), 3, subjects[0].streams.train_stream[0].dataset[0][0].shape[-1],
+                   subjects[0].streams.train_stream[0].dataset[0][0].shape[-1], device=device)
+    out = {}
+    with torch.no_grad():
+        if "cl_lora" in by_name:
+            model = by_name["cl_lora"].strategy.model.eval()
+            naive = timed(lambda: model.predict_naive(x), args.repeats, device)
+            once = timed(lambda: model.predict(x), args.repeats, device)
+            out[f"cl_lora inference, shared half once vs one full pass per task, {stage} tasks"] = naive / once
+            wrappers = model.shared_wrappers + model.specific_wrappers
+            for w in wrappers:
+                w.merge_for_inference = False
+            low_rank = timed(lambda: model.predict(x), args.repeats, device)
+            for w in wrappers:
+                w.merge_for_inference = True
+            out[f"cl_lora inference, LoRA folded into the qkv weight vs low-rank detour, {stage} tasks"] = low_rank / once
+        if "ease" in by_name:
+            model = by_name["ease"].strategy.model.eval()
+            sets = list(range(model.n_sets))
+            per_set = timed(lambda: model.features(x, sets, batched=False), args.repeats, device)
+            batched = timed(lambda: model.features(x, sets, batched=True), args.repeats, device)
+            out[f"ease inference, adapter sets batched vs one pass per set, {stage} tasks"] = per_set / batched
+    for name in ("l2p", "coda_prompt"):
+        if name in by_name and stage == STAGES[0]:
+            s = by_name[name]
+            experience = s.eval_experience(args.eval_images)
+            from cl_bench.models.prompting import QueryCache
+
+            s.strategy.query_cache = None
+            uncached = statistics.median(1 / s.evaluate(experience) for _ in range(args.repeats))
+            s.strategy.query_cache = QueryCache()
+            s.evaluate(experience)  # fills the cache
+            cached = statistics.median(1 / s.evaluate(experience) for _ in range(args.repeats))
+            s.strategy.query_cache = None
+            out[f"{name} repeated evaluation, query cache vs none"] = uncached / cached
+    return out
+
+
+def harness_overhead(common, streams, device, repeats):
+    """Seconds per training step of EASE's first experience through our Avalanche strategy (its
+    plugins and W&B logging, offline) against a bare PyTorch loop on the same model and data."""
+    import torch
+    import torch.nn.functional as F
+    from torch.utils.data import DataLoader
+
+    from cl_bench.config import resolve_config
+    from cl_bench.models.heads import CosineLinear
+    from cl_bench.tracking import WandbTracker
+    from cl_bench.training.plugins import LossLogger
+
+    import tempfile
+
+    config = resolve_config("ease", CONFIG_BENCH, {**common, "wandb_mode": "offline", "log_every": 1})
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = WandbTracker(config, Path(tmp), run_id=None)
+        tracker.start()
+        subject = Subject("harness", "ease", {**common, "wandb_mode": "offline"}, streams, device, [LossLogger(tracker, 1)])
+        strategy, model = subject.strategy, subject.strategy.model
+        experience = streams.train_stream[0]
+        strategy.train(experience, eval_streams=[])  # warm-up, and builds the proxy head and optimizer
+        data = experience.dataset.train()
+        avalanche_steps, bare_steps = [], []
+        steps = len(data) // strategy.train_mb_size + bool(len(data) % strategy.train_mb_size)
+        for repeat in range(repeats):
+            strategy.train(experience, eval_streams=[])  # a new adapter set each time; the step is the same
+            avalanche_steps.append(len(data) / subject.meter.epoch_rates[-1] / steps)  # the epoch, not the prototypes after it
+            head = CosineLinear(model.vit.embed_dim, CLASSES_PER_EXPERIENCE).to(device)  # the strategy drops its own
+            model.set_trainable(model.n_sets - 1)
+            optimizer = strategy.build_optimizer([p for p in model.parameters() if p.requires_grad] + list(head.parameters()))
+            loader = DataLoader(data, batch_size=strategy.train_mb_size, shuffle=True)
+            model.train()
+            start = time.perf_counter()
+            for x, y in loader:
+                x, y = x.to(device), y.to(device)
+                loss = F.cross_entropy(head(model.features(x, [model.n_sets - 1])[0]), y)
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+            sync(device)
+            bare_steps.append((time.perf_counter() - start) / steps)
+        tracker.finish()
+    a, b = statistics.median(avalanche_steps), statistics.median(bare_steps)
+    return {"avalanche_step_seconds": spread(avalanche_steps), "bare_step_seconds": spread(bare_steps),
+            "overhead_fraction": a / b - 1,
+            "note": "EASE, first experience, W&B offline logging every step; the epoch time only (prototypes after it excluded)"}
+
+
+def markdown(report):
+    lines = [f"Backbone `{report['backbone']}` at {report['input_size']} px on {report['device']}, batch {report['batch_size']}, "
+             f"median of {report['repeats']} repeats [min-max]; machine fp32 matmul {report['machine_matmul_flops'] / 1e9:.1f} GFLOP/s.", ""]
+    stages = sorted({int(k) for r in report["strategies"].values() for k in r["inference"]})
+    header = ["strategy", "trainable / exp", "stored after " + "/".join(map(str, stages)), "train img/s", "train FLOP/s (of machine)"]
+    header += [f"infer img/s @{t}" for t in stages] + ["ViT passes/img @" + "/".join(map(str, stages)), "peak mem MB"]
+    lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for label, r in report["strategies"].items():
+        train = r.get("train_images_per_s")
+        cells = [label, f"{r.get('trainable_parameters') or 0:,}",
+                 "/".join(f"{r['stored_parameters'][t]:,}" for t in stages) if r["stored_parameters"] else "-",
+                 f"{train['median']:.0f} [{train['min']:.0f}-{train['max']:.0f}]" if train else "-",
+                 f"{100 * r['train_flops_fraction_of_machine']:.1f}%" if "train_flops_fraction_of_machine" in r else "-"]
+        for t in stages:
+            i = r["inference"].get(t)
+            cells.append(f"{i['median']:.0f} [{i['min']:.0f}-{i['max']:.0f}]" if i else "-")
+        cells.append("/".join(f"{r['inference'][t]['vit_passes_per_image']:.2f}" for t in stages) if r["inference"] else "-")
+        cells.append(f"{r['peak_memory_mb']:.0f}")
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += ["", "| fast path | speed-up |", "|---|---|"]
+    lines += [f"| {k} | {v:.2f}x |" for k, v in report["fast_paths"].items()]
+    h = report["harness"]
+    lines += ["", f"Harness overhead (EASE training step, Avalanche + plugins + W&B offline logging every step vs a bare "
+              f"PyTorch loop): {1e3 * h['avalanche_step_seconds']['median']:.1f} ms vs {1e3 * h['bare_step_seconds']['median']:.1f} ms "
+              f"per step, overhead {100 * h['overhead_fraction']:+.1f}%."]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    args = parse(argv)
+    try:
+        BACKBONES[args.backbone]
+        for name in args.strategies.split(","):
+            STRATEGIES[name]
+        if args.experiences < 1 or args.repeats < 1:
+            raise UserError("--experiences and --repeats must be at least 1")
+    except UserError as error:
+        print(f"{PROG}: error: {error}", file=sys.stderr)
+        return 2
+    report = run(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "efficiency.json").write_text(json.dumps(report, indent=1, default=str))
+    table = markdown(report)
+    (out / "efficiency.md").write_text(table + "\n")
+    print("\n" + table)
+    print(f"\nwrote {out / 'efficiency.json'} and {out / 'efficiency.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
