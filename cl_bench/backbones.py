@@ -23,7 +23,7 @@ os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MINI_VIT_WEIGHTS = WEIGHTS_DIR / "vit_mini_patch4_28.fashion_mnist.safetensors"
+MINI_VIT_WEIGHTS = WEIGHTS_DIR / "vit_mini_patch4_28.fmnist_letters.safetensors"
 
 for _tag, _summary in (
     ("vit_base_patch16_224.augreg_in21k", "ViT-B/16 AugReg IN-21k (CL-LoRA CIFAR-100; PILOT/EASE 'IN21K')"),
@@ -33,15 +33,15 @@ for _tag, _summary in (
     BACKBONES.register(_tag, BackboneEntry(name=_tag, timm_name=_tag, input_size=224, summary=_summary))
 
 BACKBONES.register(
-    "vit_mini_patch4_28.fashion_mnist",
+    "vit_mini_patch4_28.fmnist_letters",
     BackboneEntry(
-        name="vit_mini_patch4_28.fashion_mnist",
+        name="vit_mini_patch4_28.fmnist_letters",
         timm_name="vit_mini_patch4_28",
         weights_file=MINI_VIT_WEIGHTS,
-        sha256="__MINI_VIT_SHA256__",
+        sha256="01b4fc19cc53253a2f6d864e350de42dbf7a8d245b7084abb254e6114a886d4a",
         input_size=28,
         depth=6,
-        summary="the suite's 6-block ViT (width 128, patch 4, 28 px), pretrained on Fashion-MNIST by sweeps/pretrain.py",
+        summary="the suite's 6-block ViT (width 128, patch 4, 28 px), pretrained on Fashion-MNIST and letter glyphs by sweeps/pretrain.py",
     ),
 )
 
@@ -67,7 +67,7 @@ class Backbone:
     def __post_init__(self) -> None:
         # The pretrained tensors, taken before any strategy injects adapters or prompts into the
         # ViT: checkpoints store everything else (the backbone is re-created from its tag).
-        self.storage = frozenset(t.data_ptr() for t in [*self.vit.parameters(), *self.vit.buffers()])
+        self.tensor_ids = frozenset(id(t) for t in [*self.vit.parameters(), *self.vit.buffers()])
 
     @property
     def embed_dim(self) -> int:

@@ -1,7 +1,7 @@
-"""Pretrain the suite's small ViT on Fashion-MNIST: python sweeps/pretrain.py [--epochs 8 ...].
+"""Pretrain the suite's small ViT on Fashion-MNIST and letter glyphs: python sweeps/pretrain.py [--epochs 7 ...].
 
 Writes fp16 weights and a JSON record (history, transfer to the held-out CIL classes against a
-random twin, sha256). The default output is the file the `vit_mini_patch4_28.fashion_mnist` tag
+random twin, sha256). The default output is the file the `vit_mini_patch4_28.fmnist_letters` tag
 loads; after regenerating it, pin its new sha256 in cl_bench/backbones.py.
 """
 
@@ -23,6 +23,12 @@ def main() -> int:
         parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
     config = PretrainConfig(**vars(parser.parse_args()))
     try:
+        if config.glyphs_per_class:
+            from cl_bench.benches.glyphs import DEBIAN_FONT_PACKAGES, FONT_DIRS, find_fonts
+
+            if not find_fonts():
+                raise UserError(f"no typefaces that draw every letter under {', '.join(FONT_DIRS)}; "
+                                f"apt-get install {' '.join(DEBIAN_FONT_PACKAGES)}, or pass --glyphs_per_class 0")
         _require_fashion_mnist("pretraining", FashionMnistConfig())
         _check_digits_animals(OfflineBenchConfig(train_per_class=config.probe_train_per_class,
                                                  test_per_class=config.probe_test_per_class))

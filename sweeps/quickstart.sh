@@ -6,8 +6,8 @@
 #   bash sweeps/quickstart.sh --python FILE   # any script of the repository in the environment
 #
 # The environment is a venv at $CL_BENCH_VENV (default: .venv in the repository), rebuilt when
-# pyproject.toml or this script changes. Fashion-MNIST comes from the Debian package
-# dataset-fashion-mnist (installed with apt-get when running as root, or with sudo).
+# pyproject.toml or this script changes. Fashion-MNIST and the typefaces of pretraining come from
+# Debian packages (installed with apt-get when running as root, or with sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,17 +27,22 @@ if [ "$(cat "$VENV/.cl-bench-stamp" 2>/dev/null)" != "$STAMP" ]; then
     echo "$STAMP" > "$VENV/.cl-bench-stamp"
 fi
 
-FASHION=/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz
-if [ ! -f "$FASHION" ] && [ -z "${CL_BENCH_FASHION_MNIST:-}" ]; then
+# Debian data: Fashion-MNIST (fashion_mnist, mnist_family30, pretraining) and typefaces (pretraining).
+DEBIAN_PACKAGES="dataset-fashion-mnist fonts-dejavu-core fonts-dejavu-extra fonts-liberation2 fonts-freefont-ttf fonts-urw-base35"
+MISSING=""
+for package in $DEBIAN_PACKAGES; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || MISSING="$MISSING $package"
+done
+if [ -n "$MISSING" ]; then
     SUDO=""
     if [ "$(id -u)" != 0 ]; then SUDO="$(command -v sudo || true)"; fi
     if [ "$(id -u)" = 0 ] || [ -n "$SUDO" ]; then
-        echo "== installing the Debian package dataset-fashion-mnist"
-        $SUDO apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null 2>&1 \
-            || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends dataset-fashion-mnist >/dev/null; }
+        echo "== installing Debian packages:$MISSING"
+        $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null 2>&1 \
+            || { $SUDO apt-get update >/dev/null && $SUDO apt-get install -y --no-install-recommends $MISSING >/dev/null; }
     else
-        echo "note: Fashion-MNIST is not installed (apt-get install dataset-fashion-mnist needs root);"
-        echo "      the fashion_mnist and mnist_family30 benches and sweeps/pretrain.py need it, digits_animals does not"
+        echo "note: Debian packages$MISSING are not installed (apt-get needs root): the fashion_mnist and"
+        echo "      mnist_family30 benches and sweeps/pretrain.py need them; the default digits_animals bench does not"
     fi
 fi
 

@@ -2,7 +2,7 @@
 
 Same ``VisionTransformer`` class and block structure as ViT-B/16 (pre-LN blocks, CLS token, qkv
 bias, MLP ratio 4, LayerNorm eps 1e-6), scaled to 28x28 grey images: width 128, 6 blocks, 4 heads,
-4x4 patches (49 tokens + CLS). Its ``fashion_mnist`` tag loads weights that ship with the repository.
+4x4 patches (49 tokens + CLS). Its ``fmnist_letters`` tag loads weights that ship with the repository.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ MINI_VIT_ARCH = dict(
 )
 
 default_cfgs = generate_default_cfgs({
-    "vit_mini_patch4_28.fashion_mnist": {
+    "vit_mini_patch4_28.fmnist_letters": {
         "file": str(MINI_VIT_WEIGHTS),
         "num_classes": 0,
         "input_size": (3, 28, 28),
@@ -27,7 +27,7 @@ default_cfgs = generate_default_cfgs({
         "std": (1.0, 1.0, 1.0),
         "crop_pct": 1.0,
         "license": "mit",
-        "notes": ("pretrained by cl-bench sweeps/pretrain.py on Fashion-MNIST",),
+        "notes": ("pretrained by cl-bench sweeps/pretrain.py on Fashion-MNIST and letter glyphs",),
     },
 })
 

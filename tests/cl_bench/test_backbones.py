@@ -11,14 +11,14 @@ from helpers import tiny_config
 
 
 def test_committed_weights_match_their_pinned_sha256():
-    entry = BACKBONES["vit_mini_patch4_28.fashion_mnist"]
+    entry = BACKBONES["vit_mini_patch4_28.fmnist_letters"]
     assert entry.weights_file == MINI_VIT_WEIGHTS and MINI_VIT_WEIGHTS.is_file()
     assert file_sha256(MINI_VIT_WEIGHTS) == entry.sha256
 
 
 def test_committed_weights_load_into_the_registered_backbone():
     backbone = build_backbone(tiny_config("simple_cil", pretrained=True))
-    assert backbone.info.sha256 == BACKBONES["vit_mini_patch4_28.fashion_mnist"].sha256
+    assert backbone.info.sha256 == BACKBONES["vit_mini_patch4_28.fmnist_letters"].sha256
     assert backbone.info.source.startswith("repository")
     from safetensors.torch import load_file
 
