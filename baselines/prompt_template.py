@@ -20,6 +20,9 @@ class PromptTemplate(CLBenchTemplate):
         self.mb_keys: list[bytes] | None = None
         super().__init__(model=model, config=config, **kwargs)
 
+    def head_parameters(self):
+        return list(self.model.head.parameters())
+
     def build_optimizer(self, params):
         return torch.optim.Adam(params, lr=self.config.run.lr, betas=(0.9, 0.999), weight_decay=self.config.run.weight_decay)
 

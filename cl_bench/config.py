@@ -77,7 +77,7 @@ class RunConfig:
     )
     epochs: int = option(1, "training epochs per experience", minimum=0)
     batch_size: int = option(32, "training mini-batch size", minimum=1)
-    eval_batch_size: int = option(128, "evaluation mini-batch size", minimum=1, semantic=False)
+    eval_batch_size: int = option(128, "evaluation mini-batch size (L2P's batch-wise prompt vote depends on it)", minimum=1)
     lr: float = option(0.01, "learning rate", minimum=0.0)
     weight_decay: float = option(0.0, "weight decay", minimum=0.0)
     amp: str = option("none", "autocast precision for training (bf16 on GPU)", choices=("none", "bf16"))

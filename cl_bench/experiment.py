@@ -247,7 +247,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         collector, meter = PredictionCollector(), ThroughputMeter()
         plugins = [guard, collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
         if config.run.amp == "bf16":
-            plugins.append(Autocast(device.type))
+            plugins.append(Autocast())
         builder = STRATEGIES[config.run.strategy].load_builder()
         strategy = builder(config=config, backbone=backbone, streams=streams, device=device, plugins=plugins)
         counter = BlockPassCounter(backbone.vit.blocks)
@@ -265,6 +265,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
                                            shuffle_seed=config.run.seed * EVAL_SEED_STRIDE + t)
             efficiency = {
                 "trainable_parameters": strategy.trainable_count,
+                "trainable_parameters_head": strategy.trainable_head_count,
                 "stored_parameters": strategy.stored_parameters(),
                 "train_seconds": train_seconds,
                 "train_images_per_s": meter.images_per_second,
@@ -275,7 +276,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
                 **peak_memory_mb(device),
             }
             step = {"experience": t, "accuracy_per_experience": result.accuracy_per_experience[: t + 1],
-                    "n_test": result.n_test, "efficiency": efficiency}
+                    "n_test": result.n_test, "efficiency": efficiency, "method": strategy.experience_report()}
             metrics = record.add_step(step)
             old, new = step["old_accuracy"], step["new_accuracy"]
             tracker.log({"experience": t, "eval/accuracy": step["accuracy"], "eval/old_accuracy": old,

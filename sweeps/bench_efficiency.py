@@ -42,7 +42,7 @@ CONFIG_BENCH = "split_cifar100"
 
 def parse(argv):
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="vit_mini_patch4_28.fashion_mnist")
+    p.add_argument("--backbone", default="vit_mini_patch4_28.fmnist_letters")
     p.add_argument("--pretrained", default="false", choices=["true", "false"], help="weights do not change timings")
     p.add_argument("--device", default="cpu")
     p.add_argument("--strategies", default=",".join(STRATEGIES.names()))
@@ -257,7 +257,7 @@ def run(args):
     if "cl_lora" in names:
         variants.append(Subject("cl_lora (reference KD pass)", "cl_lora", {**common, "kd_reuse_shared_forward": "false"}, streams, device))
     if args.bf16:
-        variants += [Subject(f"{n} (bf16)", n, {**common, "amp": "bf16"}, streams, device, [Autocast(device.type)]) for n in names if n != "simple_cil"]
+        variants += [Subject(f"{n} (bf16)", n, {**common, "amp": "bf16"}, streams, device, [Autocast()]) for n in names if n != "simple_cil"]
     everyone = subjects + variants
     stages = [s for s in STAGES if s <= args.experiences]
     results = {s.label: {"strategy": s.name, "inference": {}, "stored_parameters": {}} for s in everyone}

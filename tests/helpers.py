@@ -30,7 +30,7 @@ def tiny_vit(depth: int = 4, dim: int = 32, heads: int = 2, img_size: int = 28, 
     )
 
 
-def fake_backbone(vit=None, tag: str = "vit_mini_patch4_28.fashion_mnist"):
+def fake_backbone(vit=None, tag: str = "vit_mini_patch4_28.fmnist_letters"):
     from cl_bench.backbones import Backbone, BackboneInfo
 
     vit = tiny_vit() if vit is None else vit

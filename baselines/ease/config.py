@@ -21,6 +21,9 @@ class EaseConfig(MethodConfig):
     batched_subspaces: bool = option(
         True, "evaluate all adapter sets in one batched pass (false: one full pass per set, as the reference)"
     )
+    max_batch_sequences: int = option(
+        1024, "most token sequences per batched pass over adapter sets (bounds memory)", minimum=1, semantic=False
+    )
 
 
 STRATEGIES.register(

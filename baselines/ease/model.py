@@ -96,8 +96,9 @@ def ensemble_logits(features: torch.Tensor, prototypes: torch.Tensor, class_rang
 
 
 class EaseNet(nn.Module):
-    def __init__(self, vit: nn.Module, bottleneck: int, scale: float, dropout: float) -> None:
+    def __init__(self, vit: nn.Module, bottleneck: int, scale: float, dropout: float, max_batch_sequences: int = 1024) -> None:
         super().__init__()
+        self.max_batch_sequences = max_batch_sequences
         self.vit = vit.requires_grad_(False)
         self.bottleneck, self.scale, self.dropout = bottleneck, scale, dropout
         self.vit.blocks = nn.Sequential(*[AdapterBlock(b) for b in vit.blocks])
@@ -127,10 +128,11 @@ class EaseNet(nn.Module):
             self.proxy_head.requires_grad_(True)
 
     def features(self, x: torch.Tensor, sets: list[int], batched: bool = True) -> torch.Tensor:
-        """CLS features through each adapter set, shape (len(sets), B, D): one batched pass, or
-        one full pass per set as the reference runs them."""
-        if not batched and len(sets) > 1:
-            return torch.cat([self.features(x, [s]) for s in sets])
+        """CLS features through each adapter set, shape (len(sets), B, D): batched passes of at most
+        ``max_batch_sequences`` token sequences, or one full pass per set as the reference runs them."""
+        per_call = 1 if not batched else max(1, self.max_batch_sequences // x.shape[0])
+        if len(sets) > per_call:
+            return torch.cat([self.features(x, sets[i: i + per_call]) for i in range(0, len(sets), per_call)])
         for block in self.adapter_blocks:
             block.route = list(sets)
         tokens = embed_tokens(self.vit, x)

@@ -17,7 +17,7 @@ __all__ = ["EASE"]
 class EASE(CLBenchTemplate):
     def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
         m = config.method
-        model = EaseNet(backbone.vit, m.adapter_dim, m.adapter_scale, m.adapter_dropout)
+        model = EaseNet(backbone.vit, m.adapter_dim, m.adapter_scale, m.adapter_dropout, m.max_batch_sequences)
         super().__init__(model=model, config=config, streams=streams, backbone=backbone, device=device, plugins=plugins)
 
     def adapt_model(self) -> None:
@@ -58,6 +58,9 @@ class EASE(CLBenchTemplate):
         model.prototypes = complement_prototypes(model.prototypes, model.class_ranges)
         super()._after_training_exp(**kwargs)
         model.proxy_head = None  # thrown away: inference uses the prototypes only
+
+    def head_parameters(self):
+        return list(self.model.proxy_head.parameters()) if self.model.proxy_head is not None else []
 
     def extra_state(self) -> dict:
         return {"n_sets": self.model.n_sets, "class_ranges": [list(r) for r in self.model.class_ranges]}

@@ -18,8 +18,9 @@ class L2PConfig(MethodConfig):
     prompt_length: int = option(5, "tokens per prompt (Lp)", minimum=1)
     top_k: int = option(5, "prompts selected per image (N)", minimum=1)
     pull_constraint: float = option(0.1, "weight of the surrogate key-matching term (lambda)", minimum=0.0)
-    batchwise_prompt: bool = option(
-        True, "majority vote of the batch's top-k prompts, at training and test (reference); test batches mix tasks here"
+    batchwise_prompt: bool = option(True, "majority vote of the batch's top-k prompts in training (reference)")
+    batchwise_prompt_eval: bool = option(
+        True, "the same vote at evaluation (reference); test batches mix all seen tasks here, so it cannot read task identity"
     )
     clip_grad_norm: float = option(0.0, "gradient-norm clipping (0: off, as PILOT; the official code clips at 1.0)", minimum=0.0)
     query_cache: bool = option(True, "cache each test image's frozen query feature across evaluations")

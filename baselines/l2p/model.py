@@ -45,7 +45,8 @@ def key_matching_similarity(query: torch.Tensor, keys: torch.Tensor, idx: torch.
 
 
 class L2PNet(nn.Module):
-    def __init__(self, vit: nn.Module, n_classes: int, pool_size: int, prompt_length: int, top_k: int, batchwise: bool) -> None:
+    def __init__(self, vit: nn.Module, n_classes: int, pool_size: int, prompt_length: int, top_k: int,
+                 batchwise: bool, batchwise_eval: bool) -> None:
         super().__init__()
         dim = vit.embed_dim
         self.prompted = PromptedViT(vit)
@@ -55,12 +56,12 @@ class L2PNet(nn.Module):
         nn.init.trunc_normal_(self.head.weight, std=0.02)  # timm's ViT head init in l2p-pytorch
         nn.init.zeros_(self.head.bias)
         self.top_k = top_k
-        self.batchwise = batchwise
+        self.batchwise, self.batchwise_eval = batchwise, batchwise_eval
         self.prompt_tokens = top_k * prompt_length
 
     def forward(self, x: torch.Tensor, query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Logits over all classes, the key-matching similarity and the chosen prompt ids."""
-        idx = select_prompts(query, self.keys, self.top_k, self.batchwise)
+        idx = select_prompts(query, self.keys, self.top_k, self.batchwise if self.training else self.batchwise_eval)
         prompts = self.prompts[idx].reshape(x.shape[0], self.prompt_tokens, -1)
         tokens = self.prompted.forward_tokens(x, prompts=prompts)
         feature = tokens[:, 1: 1 + self.prompt_tokens].mean(dim=1)  # the mean of the prompt outputs

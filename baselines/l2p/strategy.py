@@ -15,7 +15,8 @@ __all__ = ["L2P"]
 class L2P(PromptTemplate):
     def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
         m = config.method
-        model = L2PNet(backbone.vit, streams.n_classes, m.pool_size, m.prompt_length, m.top_k, m.batchwise_prompt)
+        model = L2PNet(backbone.vit, streams.n_classes, m.pool_size, m.prompt_length, m.top_k,
+                       m.batchwise_prompt, m.batchwise_prompt_eval)
         self.key_similarity = torch.zeros(())
         self.prompt_usage = torch.zeros(m.pool_size, dtype=torch.long)
         super().__init__(model=model, config=config, query_cache=m.query_cache, streams=streams,

@@ -37,14 +37,19 @@ class PrefixAttention(nn.Module):
         prefix = self.prefix
         if prefix is None or prefix[0].shape[1] == 0:
             return self.attn(x, attn_mask=attn_mask, is_causal=is_causal)
+        if attn_mask is not None or is_causal:
+            raise NotImplementedError("attention masks with key/value prefixes")
         a = self.attn
         B, N, _ = x.shape
+        gate = a.gate(x).sigmoid() if getattr(a, "gate", None) is not None else None
         q, k, v = a.qkv(x).reshape(B, N, 3, a.num_heads, a.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q, k = a.q_norm(q), a.k_norm(k)
         pk, pv = (p.reshape(B, -1, a.num_heads, a.head_dim).transpose(1, 2) for p in prefix)
         k, v = torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2)
         x = F.scaled_dot_product_attention(q, k, v, dropout_p=a.attn_drop.p if self.training else 0.0)
         x = a.norm(x.transpose(1, 2).reshape(B, N, a.attn_dim))
+        if gate is not None:
+            x = x * gate
         return a.proj_drop(a.proj(x))
 
 

@@ -125,6 +125,7 @@ class LossLogger(SupervisedPlugin):
         if step % self.every == 0 and self.tracker.run is not None:
             self.tracker.log({
                 "train/loss": float(strategy.loss.detach()),
+                **{f"train/{name}": float(value) for name, value in strategy.loss_terms.items()},
                 "train/lr": strategy.optimizer.param_groups[0]["lr"],
                 "train/experience": strategy.experience_index,
                 "train/iteration": step,
@@ -132,16 +133,15 @@ class LossLogger(SupervisedPlugin):
 
 
 class Autocast(SupervisedPlugin):
-    """bf16 autocast around every forward pass (Avalanche's SGD loop has no AMP); losses, the
-    backward pass and the optimizer steps stay outside it, in float32."""
+    """The strategy's autocast context (``--amp bf16``) around every forward pass; losses, the
+    backward pass and the optimizer steps stay outside it, in float32 (Avalanche's loop has no AMP)."""
 
-    def __init__(self, device_type: str, dtype: torch.dtype = torch.bfloat16) -> None:
+    def __init__(self) -> None:
         super().__init__()
-        self.device_type, self.dtype = device_type, dtype
         self._context = None
 
-    def _enter(self) -> None:
-        self._context = torch.autocast(self.device_type, dtype=self.dtype)
+    def _enter(self, strategy) -> None:
+        self._context = strategy.autocast()
         self._context.__enter__()
 
     def _exit(self) -> None:
@@ -150,13 +150,13 @@ class Autocast(SupervisedPlugin):
             self._context = None
 
     def before_forward(self, strategy, **kwargs) -> None:
-        self._enter()
+        self._enter(strategy)
 
     def after_forward(self, strategy, **kwargs) -> None:
         self._exit()
 
     def before_eval_forward(self, strategy, **kwargs) -> None:
-        self._enter()
+        self._enter(strategy)
 
     def after_eval_forward(self, strategy, **kwargs) -> None:
         self._exit()

@@ -15,6 +15,7 @@ What it adds to ``SupervisedTemplate``, and why:
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any, Callable, Sequence
 
 import torch
@@ -43,8 +44,10 @@ class CLBenchTemplate(SupervisedTemplate):
         self.backbone = backbone
         self.scheduler = None
         self.trainable_count = 0
+        self.trainable_head_count = 0
+        #: Named loss terms of the last iteration (detached) that plugins or the method add; logged.
+        self.loss_terms: dict[str, torch.Tensor] = {}
         self.eval_shuffle_seed = 0
-        self._backbone_storage = backbone.storage
         super().__init__(
             model=model,
             optimizer=_placeholder_optimizer(),
@@ -56,6 +59,10 @@ class CLBenchTemplate(SupervisedTemplate):
             plugins=list(plugins),
             evaluator=None,
         )
+        # By name, fixed now: moving the model to a device replaces tensors, names stay.
+        self._backbone_names = {
+            name for name, t in [*model.named_parameters(), *model.named_buffers()] if id(t) in backbone.tensor_ids
+        }
 
     # -- where we are in the stream -----------------------------------------------------------
     @property
@@ -81,9 +88,21 @@ class CLBenchTemplate(SupervisedTemplate):
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]
 
+    def head_parameters(self) -> list[nn.Parameter]:
+        """The classifier head's tensors, counted apart from the adapters or prompts."""
+        return []
+
+    def autocast(self):
+        """The precision context of forward passes (``--amp bf16``); plugins that run their own
+        forward passes use it too, so every pass of an iteration has the same precision."""
+        if self.config.run.amp == "bf16":
+            return torch.autocast(self.device.type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     def make_optimizer(self, **kwargs) -> None:
         params = self.trainable_parameters()
         self.trainable_count = sum(p.numel() for p in params)
+        self.trainable_head_count = sum(p.numel() for p in self.head_parameters() if p.requires_grad)
         self.optimizer = self.build_optimizer(params) if params else _placeholder_optimizer()
         self.scheduler = self.build_scheduler(self.optimizer) if params else None
         self.optimized_param_id = True
@@ -154,6 +173,10 @@ class CLBenchTemplate(SupervisedTemplate):
         return F.cross_entropy(self.mb_output, self.mb_y)
 
     # -- checkpoints --------------------------------------------------------------------------
+    def experience_report(self) -> dict[str, Any]:
+        """Method-specific facts about the experience just trained, kept in the run record."""
+        return {}
+
     def extra_state(self) -> dict[str, Any]:
         """Plain values the method needs to rebuild its structure (e.g. how many task branches)."""
         return {}
@@ -162,19 +185,13 @@ class CLBenchTemplate(SupervisedTemplate):
         """Grow the model to the structure described by ``extra_state`` before tensors load."""
 
     def learned_state(self) -> dict[str, Any]:
-        tensors = {
-            name: t for name, t in self.model.state_dict().items()
-            if t.numel() == 0 or t.data_ptr() not in self._backbone_storage
-        }
+        tensors = {name: t for name, t in self.model.state_dict().items() if name not in self._backbone_names}
         return {"tensors": tensors, "extra": self.extra_state()}
 
     def load_learned_state(self, state: dict[str, Any]) -> None:
         self.restore_structure(state["extra"])
         missing, unexpected = self.model.load_state_dict(state["tensors"], strict=False)
-        learned_missing = [
-            name for name in missing
-            if self.model.state_dict()[name].data_ptr() not in self._backbone_storage
-        ]
+        learned_missing = [name for name in missing if name not in self._backbone_names]
         if learned_missing or unexpected:
             raise RuntimeError(f"checkpoint does not fit the model: missing {learned_missing[:5]}, unexpected {unexpected[:5]}")
 

@@ -29,9 +29,10 @@ STUDENT, TEACHER = 0, 1
 
 
 class CLLoRANet(nn.Module):
-    def __init__(self, vit: nn.Module, rank: int, shared_blocks: int) -> None:
+    def __init__(self, vit: nn.Module, rank: int, shared_blocks: int, max_branch_sequences: int = 1024) -> None:
         super().__init__()
         self.vit = vit.requires_grad_(False)
+        self.max_branch_sequences = max_branch_sequences
         self.rank = rank
         self.shared_blocks = shared_blocks
         self.n_specific = len(vit.blocks) - shared_blocks
@@ -116,7 +117,12 @@ class CLLoRANet(nn.Module):
         return run_blocks(self.vit, embed_tokens(self.vit, x), 0, self.shared_blocks)
 
     def specific_half(self, shared_tokens: torch.Tensor, branches: list[int]) -> torch.Tensor:
-        """CLS features of each branch, shape (len(branches), B, D), from one batched pass."""
+        """CLS features of each branch, shape (len(branches), B, D): branches batched together, at
+        most ``max_branch_sequences`` token sequences per call so memory stays bounded."""
+        per_call = max(1, self.max_branch_sequences // shared_tokens.shape[0])
+        if len(branches) > per_call:
+            return torch.cat([self.specific_half(shared_tokens, branches[i: i + per_call])
+                              for i in range(0, len(branches), per_call)])
         groups = len(branches)
         self._route_specific(branches)
         tokens = shared_tokens.repeat(groups, 1, 1) if groups > 1 else shared_tokens

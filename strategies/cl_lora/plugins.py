@@ -62,14 +62,15 @@ class SharedAdapterDistillation(SupervisedPlugin):
     def loss(self, strategy) -> torch.Tensor:
         model = strategy.model
         x = strategy.mb_x
-        if self.reuse_shared_forward:
-            student_feature = cls_feature(model.vit, strategy.shared_tokens)
-        else:
-            student_feature = model.shared_feature(x, STUDENT)
-        with torch.no_grad():
-            teacher_feature = model.shared_feature(x, TEACHER)
-        return distillation_loss(model.proxy_head(student_feature), model.proxy_head(teacher_feature),
-                                 weight=self.weight, temperature=self.temperature)
+        with strategy.autocast():  # the precision of the main forward
+            if self.reuse_shared_forward:
+                student_feature = cls_feature(model.vit, strategy.shared_tokens)
+            else:
+                student_feature = model.shared_feature(x, STUDENT)
+            with torch.no_grad():
+                teacher_feature = model.shared_feature(x, TEACHER)
+            student, teacher = model.proxy_head(student_feature), model.proxy_head(teacher_feature)
+        return distillation_loss(student.float(), teacher.float(), weight=self.weight, temperature=self.temperature)
 
     def before_update(self, strategy, **kwargs) -> None:
         """Step 1 of the iteration (spec §6.1): KD gradient, reassignment, optimizer step."""
@@ -77,6 +78,7 @@ class SharedAdapterDistillation(SupervisedPlugin):
             return
         loss = self.loss(strategy)
         check_finite(loss, strategy, "KD loss")
+        strategy.loss_terms["kd"] = loss.detach()
         model = strategy.model
         params = [p for pair in model.shared_pairs(STUDENT) for p in (pair.q.up.weight, pair.v.up.weight)]
         params += list(model.proxy_head.parameters())
@@ -109,7 +111,9 @@ class AdapterGrowth(SupervisedPlugin):
         if strategy.experience_index == 0 or self.orth_weight == 0:
             return
         weights = strategy.model.block_weights
-        strategy.loss = strategy.loss + self.orth_weight * block_weight_orthogonality(list(weights[:-1]), weights[-1])
+        orthogonality = block_weight_orthogonality(list(weights[:-1]), weights[-1])
+        strategy.loss_terms["orthogonality"] = orthogonality.detach()
+        strategy.loss = strategy.loss + self.orth_weight * orthogonality
 
     def after_training_exp(self, strategy, **kwargs) -> None:
         strategy.model.block_weights[-1].requires_grad_(False)

@@ -29,7 +29,7 @@ class CLLoRA(CLBenchTemplate):
     def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
         method = config.method
         shared = method.shared_blocks if method.shared_blocks >= 0 else backbone.depth // 2
-        model = CLLoRANet(backbone.vit, rank=method.rank, shared_blocks=shared)
+        model = CLLoRANet(backbone.vit, rank=method.rank, shared_blocks=shared, max_branch_sequences=method.max_branch_sequences)
         self.distillation = SharedAdapterDistillation(
             weight=method.kd_weight, temperature=method.kd_temperature,
             reassign=method.gradient_reassignment, reuse_shared_forward=method.kd_reuse_shared_forward,
@@ -97,8 +97,15 @@ class CLLoRA(CLBenchTemplate):
         self.optimizer.step()
 
     def _after_training_iteration(self, **kwargs) -> None:
-        self.shared_tokens = None  # release the graph before the next batch
+        # The CE gradients were taken with the graph retained for the KD step, which frees only the
+        # shared half: drop every reference to the rest before the next batch is loaded.
+        self.shared_tokens = None
+        self.mb_output = self.mb_output.detach()
+        self.loss = self.loss.detach()
         super()._after_training_iteration(**kwargs)
+
+    def head_parameters(self):
+        return list(self.model.proxy_head.parameters()) if self.model.proxy_head is not None else []
 
     # -- checkpoints --------------------------------------------------------------------------
     def extra_state(self) -> dict:

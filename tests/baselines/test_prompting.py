@@ -23,7 +23,7 @@ def trainable(module):
 
 
 def test_trainable_parameter_counts_of_the_spec():
-    assert trainable(L2PNet(vit_b(), n_classes=100, pool_size=10, prompt_length=5, top_k=5, batchwise=True)) == 122_980
+    assert trainable(L2PNet(vit_b(), n_classes=100, pool_size=10, prompt_length=5, top_k=5, batchwise=True, batchwise_eval=True)) == 122_980
     coda = CodaPromptNet(vit_b(), n_classes=100, n_tasks=10, pool_size=100, length=8, layers=range(5), ortho_weight=0.0)
     assert trainable(coda) == 3_916_900
 
