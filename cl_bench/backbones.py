@@ -38,7 +38,7 @@ BACKBONES.register(
         name="vit_mini_patch4_28.fmnist_letters",
         timm_name="vit_mini_patch4_28",
         weights_file=MINI_VIT_WEIGHTS,
-        sha256="01b4fc19cc53253a2f6d864e350de42dbf7a8d245b7084abb254e6114a886d4a",
+        sha256="be874901f4d6d373669b848abac9f3b3df92a1116bd5f84be5ed7b559c646873",
         input_size=28,
         depth=6,
         summary="the suite's 6-block ViT (width 128, patch 4, 28 px), pretrained on Fashion-MNIST and letter glyphs by sweeps/pretrain.py",

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from cl_bench.config import config_differences
 from cl_bench.errors import CheckpointError
 from cl_bench.record import atomic_write_bytes
 
@@ -61,15 +62,9 @@ def load_checkpoint(run_dir: Path) -> dict[str, Any]:
 
 def check_compatible(checkpoint: dict[str, Any], *, semantic_config: dict[str, Any], backbone: dict[str, Any]) -> None:
     """Refuse a checkpoint of another config, strategy or backbone, saying what differs."""
-    saved = checkpoint.get("config", {})
-    diffs = [
-        f"{key}: checkpoint {saved.get(key)!r} vs now {semantic_config.get(key)!r}"
-        for key in sorted(set(saved) | set(semantic_config))
-        if saved.get(key) != semantic_config.get(key)
-    ]
+    diffs = config_differences(checkpoint.get("config", {}), semantic_config)
     saved_backbone = checkpoint.get("backbone", {})
-    for key in ("tag", "sha256"):
-        if saved_backbone.get(key) != backbone.get(key):
-            diffs.append(f"backbone {key}: checkpoint {saved_backbone.get(key)!r} vs now {backbone.get(key)!r}")
+    diffs += [f"backbone {d}" for d in config_differences(
+        {k: saved_backbone.get(k) for k in ("tag", "sha256")}, {k: backbone.get(k) for k in ("tag", "sha256")})]
     if diffs:
         raise CheckpointError("checkpoint belongs to another run: " + "; ".join(diffs))

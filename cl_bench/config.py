@@ -30,6 +30,7 @@ __all__ = [
     "resolve_config",
     "coerce_value",
     "split_sizes",
+    "config_differences",
     "load_presets",
     "preset_names",
 ]
@@ -116,6 +117,11 @@ class SplitConfig:
 @dataclass
 class MethodConfig:
     """Base of the per-strategy key sections."""
+
+
+def config_differences(saved: Mapping[str, Any], now: Mapping[str, Any]) -> list[str]:
+    """``key: saved -> now`` for every key whose value differs (for refusing a run of another config)."""
+    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
 
 
 def split_sizes(n_classes: int, init_cls: int, inc_cls: int) -> list[int]:

@@ -24,7 +24,7 @@ import numpy as np
 from cl_bench import seeding
 from cl_bench.backbones import file_sha256, resolve_weights
 from cl_bench.checkpoint import CHECKPOINT_FILE, check_compatible, load_checkpoint, save_checkpoint
-from cl_bench.config import Config
+from cl_bench.config import Config, config_differences
 from cl_bench.errors import ConfigError, RunInterrupted
 from cl_bench.metrics import chance_curve
 from cl_bench.record import RECORD_FILE, RunRecord
@@ -49,10 +49,6 @@ class RunPlan:
     weights: tuple[Path | None, str, str | None]  # path, source, sha256
 
 
-def _config_diffs(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
-    return [f"{k}: {saved.get(k)!r} -> {now.get(k)!r}" for k in sorted(set(saved) | set(now)) if saved.get(k) != now.get(k)]
-
-
 def plan_run(config: Config) -> RunPlan:
     """Every check that can reject the run, in order of cost; nothing is written here."""
     run_dir = Path(config.run.out_dir).expanduser() / (config.run.run_name or config.default_run_name)
@@ -60,7 +56,7 @@ def plan_run(config: Config) -> RunPlan:
     record = RunRecord.load(run_dir) if (run_dir / RECORD_FILE).is_file() else None
     action, checkpoint = "new", None
     if record is not None:
-        diffs = _config_diffs(record.data.get("config_semantic", {}), config.semantic_json())
+        diffs = config_differences(record.data.get("config_semantic", {}), config.semantic_json())
         if diffs:
             raise ConfigError(f"{run_dir} holds a run of another config ({'; '.join(diffs)}); use another --run_name", key="run_name")
         agent_rerun = bool(os.environ.get("WANDB_RUN_ID")) and os.environ["WANDB_RUN_ID"] == (record.data.get("wandb") or {}).get("run_id")

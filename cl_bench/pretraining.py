@@ -189,7 +189,7 @@ def pretrain(config: PretrainConfig, log=lambda *a: print(*a, flush=True)) -> di
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.tmp")
     save_file({k: v.detach().half().contiguous() for k, v in model.state_dict().items()}, str(tmp),
-              metadata={"arch": "vit_mini_patch4_28", "pretrained_on": "Fashion-MNIST"})
+              metadata={"arch": "vit_mini_patch4_28"})  # one key: safetensors writes several in random order
     tmp.replace(out)
     record = {
         "format": "cl-bench-pretrain/1",

@@ -112,6 +112,7 @@ class WandbTracker:
             job_type=self.job_type,
             tags=[run_cfg.strategy, run_cfg.bench],
             resume="allow",
+            reinit="create_new",  # never hand back a run an earlier experiment in this process left open
             settings=wandb.Settings(init_timeout=max(run_cfg.wandb_timeout, 1.0), console="off", silent=True),
         )
         if not in_sweep_agent():  # an agent's run, project and id come from its environment

@@ -6,6 +6,7 @@ import io
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -35,6 +36,15 @@ def uninterrupted(tmp_path_factory):
     result = run_cli(*args(out))
     assert result.returncode == 0, result.stderr
     return read_record(out / "r")
+
+
+@pytest.fixture
+def silent_server():
+    """A W&B base URL whose server accepts connections and never answers: the slow-network case."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
 
 
 def _start(tmp: Path, **extra) -> subprocess.Popen:
@@ -221,13 +231,13 @@ def test_wandb_failing_mid_run_does_not_stop_training(tmp_path, monkeypatch):
     assert record["status"] == "finished" and len(record["steps"]) == 5 and calls["n"] == 1
 
 
-def test_explicit_online_mode_falls_back_to_offline_after_its_timeout(tmp_path, monkeypatch):
+def test_explicit_online_mode_falls_back_to_offline_after_its_timeout(tmp_path, monkeypatch, silent_server):
     from cl_bench.tracking import WandbTracker
     from helpers import tiny_config
 
     monkeypatch.delenv("WANDB_MODE", raising=False)
     monkeypatch.setenv("WANDB_API_KEY", "x" * 40)
-    monkeypatch.setenv("WANDB_BASE_URL", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("WANDB_BASE_URL", silent_server)  # accepts connections, never answers
     tracker = WandbTracker(tiny_config("simple_cil", wandb_mode="online", wandb_timeout=5), tmp_path, run_id=None)
     started = time.time()
     info = tracker.start()
@@ -235,4 +245,4 @@ def test_explicit_online_mode_falls_back_to_offline_after_its_timeout(tmp_path, 
     assert time.time() - started < 60
     tracker.log({"experience": 0, "eval/accuracy": 0.5})
     tracker.finish()
-    assert list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))
+    assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 1

@@ -1,0 +1,61 @@
+"""Efficiency instrumentation counts what the code really runs, and the benchmark runs end to end."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from cl_bench.efficiency import BlockPassCounter
+from cl_bench.training.evaluation import evaluate_seen_classes
+from cl_bench.training.plugins import PredictionCollector
+from helpers import REPO, build_strategy, tiny_vit
+
+
+def passes_after(name, experiences, **overrides):
+    collector = PredictionCollector()
+    vit = tiny_vit(depth=12, dim=16, heads=2)
+    strategy, streams = build_strategy(name, vit=vit, plugins=[collector], **overrides)
+    counter = BlockPassCounter(vit.blocks)
+    counts = []
+    for t in range(experiences):
+        strategy.train(streams.train_stream[t], eval_streams=[])
+        counts.append(evaluate_seen_classes(strategy, streams, t, collector=collector, counter=counter, shuffle_seed=0))
+    return counts
+
+
+def test_cl_lora_runs_the_shared_half_once_and_one_second_half_per_task():
+    results = passes_after("cl_lora", 3)
+    assert [r.block_passes_per_image for r in results] == [6 + 6 * 1, 6 + 6 * 2, 6 + 6 * 3]
+
+
+def test_ease_runs_one_pass_per_adapter_set():
+    results = passes_after("ease", 3)
+    assert [r.vit_passes_per_image for r in results] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("name", ["l2p", "coda_prompt"])
+def test_prompt_methods_run_two_passes_per_new_image(name):
+    (first, second) = passes_after(name, 2, query_cache=False)
+    assert first.vit_passes_per_image == second.vit_passes_per_image == 2
+    cached = passes_after(name, 2)  # the second evaluation re-sees experience 0's images
+    assert cached[0].vit_passes_per_image == 2
+    assert cached[1].vit_passes_per_image == pytest.approx(1.5)  # half the images are new
+
+
+def test_simple_cil_runs_one_pass():
+    assert [r.vit_passes_per_image for r in passes_after("simple_cil", 2)] == [1, 1]
+
+
+@pytest.mark.slow
+def test_efficiency_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
+    result = subprocess.run(
+        [sys.executable, str(REPO / "sweeps" / "bench_efficiency.py"), "--experiences", "2", "--repeats", "1",
+         "--train-per-experience", "40", "--eval-images", "20", "--threads", "1", "--out", str(tmp_path)],
+        capture_output=True, text=True, cwd=REPO, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    report = json.loads((tmp_path / "efficiency.json").read_text())
+    assert set(report["strategies"]) >= {"cl_lora", "ease", "l2p", "coda_prompt", "simple_cil"}
+    assert report["strategies"]["cl_lora"]["inference"]["1"]["block_passes_per_image"] == 3 + 3  # the 6-block ViT, 1 task
+    assert report["machine_matmul_flops"] > 0 and "overhead_fraction" in report["harness"]
+    assert (tmp_path / "efficiency.md").read_text().startswith("Backbone")
