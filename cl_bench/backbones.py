@@ -41,6 +41,7 @@ BACKBONES.register(
         sha256="be874901f4d6d373669b848abac9f3b3df92a1116bd5f84be5ed7b559c646873",
         input_size=28,
         depth=6,
+        embed_dim=128,
         summary="the suite's 6-block ViT (width 128, patch 4, 28 px), pretrained on Fashion-MNIST and letter glyphs by sweeps/pretrain.py",
     ),
 )

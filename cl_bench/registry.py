@@ -127,6 +127,7 @@ class BackboneEntry:
     sha256: str | None = None
     input_size: int = 224
     depth: int = 12
+    embed_dim: int = 768
     summary: str = ""
 
 

@@ -50,6 +50,10 @@ def tiny_config(strategy: str, bench: str = "digits_animals", **overrides: Any):
     return resolve_config(strategy, bench, {**values, **overrides})
 
 
+#: Settings the tiny ViTs need: CODA-Prompt's keys must stay orthogonal in their narrow width.
+TINY_VIT_OVERRIDES: dict[str, dict[str, Any]] = {"coda_prompt": {"pool_size": 10}}
+
+
 def build_strategy(strategy: str, *, vit=None, plugins=(), bench: str = "digits_animals", **overrides: Any):
     """A strategy on the tiny offline bench with a tiny random ViT, plus its streams."""
     import torch
@@ -58,6 +62,7 @@ def build_strategy(strategy: str, *, vit=None, plugins=(), bench: str = "digits_
     from cl_bench.registry import STRATEGIES
     from cl_bench.seeding import seed_everything
 
+    overrides = {**TINY_VIT_OVERRIDES.get(strategy, {}), **overrides}
     config = tiny_config(strategy, bench, **overrides)
     seed_everything(config.run.seed)
     streams = build_streams(config)

@@ -27,6 +27,11 @@ class CodaPromptConfig(MethodConfig):
         n_experiences = len(config.classes_per_experience())
         if self.pool_size < n_experiences:
             raise ConfigError(f"key 'pool_size' ({self.pool_size}) must be at least the number of experiences ({n_experiences})", key="pool_size")
+        width = BACKBONES[config.run.backbone].embed_dim
+        used_rows = self.pool_size // n_experiences * n_experiences
+        if used_rows > width:
+            raise ConfigError(f"key 'pool_size' ({self.pool_size}) gives {used_rows} keys, more than the backbone's width "
+                              f"{width} can hold orthogonal (Gram-Schmidt); use at most {width}", key="pool_size")
         if self.prompt_length % 2:
             raise ConfigError(f"key 'prompt_length' must be even (half keys, half values); got {self.prompt_length}", key="prompt_length")
 

@@ -57,6 +57,8 @@ class CodaPromptPool(nn.Module):
         self.per_task = pool_size // n_tasks
         self.ortho_weight = ortho_weight
         self.task_count = 0
+        if self.per_task * n_tasks > dim:  # the reference's Gram-Schmidt would restart forever
+            raise ValueError(f"{self.per_task * n_tasks} prompt keys cannot be orthogonal in width {dim}")
         for layer in self.layers:  # official order: p, k, a created, then each orthogonalised
             tensors = {
                 "p": torch.empty(pool_size, length, dim).uniform_(),

@@ -19,10 +19,11 @@ class EaseConfig(MethodConfig):
     alpha: float = option(0.1, "weight of the other subspaces in the reweighted ensemble", minimum=0.0)
     momentum: float = option(0.9, "SGD momentum", minimum=0.0)
     batched_subspaces: bool = option(
-        True, "evaluate all adapter sets in one batched pass (false: one full pass per set, as the reference)"
+        True, "evaluate adapter sets together, max_batch_sequences per pass (false: one full pass per set, as the reference)"
     )
     max_batch_sequences: int = option(
-        1024, "most token sequences per batched pass over adapter sets (bounds memory)", minimum=1, semantic=False
+        0, "most token sequences per batched pass over adapter sets (0: auto, one set per pass on CPU, 1024 "
+        "sequences on GPU)", minimum=0, semantic=False
     )
 
 

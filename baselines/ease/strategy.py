@@ -9,6 +9,7 @@ import torch.nn.functional as F
 
 from baselines.ease.model import EaseNet, complement_prototypes, ensemble_logits
 from cl_bench.models.heads import CosineLinear
+from cl_bench.models.vit_parts import branch_sequences_per_pass
 from cl_bench.training.template import CLBenchTemplate
 
 __all__ = ["EASE"]
@@ -17,7 +18,8 @@ __all__ = ["EASE"]
 class EASE(CLBenchTemplate):
     def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
         m = config.method
-        model = EaseNet(backbone.vit, m.adapter_dim, m.adapter_scale, m.adapter_dropout, m.max_batch_sequences)
+        model = EaseNet(backbone.vit, m.adapter_dim, m.adapter_scale, m.adapter_dropout,
+                         branch_sequences_per_pass(m.max_batch_sequences, device))
         super().__init__(model=model, config=config, streams=streams, backbone=backbone, device=device, plugins=plugins)
 
     def adapt_model(self) -> None:

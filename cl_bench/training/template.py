@@ -16,6 +16,7 @@ What it adds to ``SupervisedTemplate``, and why:
 from __future__ import annotations
 
 import contextlib
+import warnings
 from typing import Any, Callable, Sequence
 
 import torch
@@ -48,17 +49,19 @@ class CLBenchTemplate(SupervisedTemplate):
         #: Named loss terms of the last iteration (detached) that plugins or the method add; logged.
         self.loss_terms: dict[str, torch.Tensor] = {}
         self.eval_shuffle_seed = 0
-        super().__init__(
-            model=model,
-            optimizer=_placeholder_optimizer(),
-            criterion=nn.CrossEntropyLoss(),
-            train_mb_size=config.run.batch_size,
-            train_epochs=config.run.epochs,
-            eval_mb_size=config.run.eval_batch_size,
-            device=device,
-            plugins=list(plugins),
-            evaluator=None,
-        )
+        with warnings.catch_warnings():  # metrics go to the run record and W&B, not to Avalanche loggers
+            warnings.filterwarnings("ignore", message="No loggers specified")
+            super().__init__(
+                model=model,
+                optimizer=_placeholder_optimizer(),
+                criterion=nn.CrossEntropyLoss(),
+                train_mb_size=config.run.batch_size,
+                train_epochs=config.run.epochs,
+                eval_mb_size=config.run.eval_batch_size,
+                device=device,
+                plugins=list(plugins),
+                evaluator=None,
+            )
         # By name, fixed now: moving the model to a device replaces tensors, names stay.
         self._backbone_names = {
             name for name, t in [*model.named_parameters(), *model.named_buffers()] if id(t) in backbone.tensor_ids

@@ -7,8 +7,9 @@
   block-weight tensor whose Q and V rows scale that branch's LoRA outputs (row K is unused in
   the forward pass but enters the orthogonality loss). With adapter growth every task gets a
   branch of its own; ``task_branch[i]`` is the branch task ``i`` is scored with.
-- Inference runs the shared half once per image and all branches of the second half in one
-  batched pass (``6 + 6(t+1)`` block passes at task ``t`` instead of the reference's ``12(t+1)``).
+- Inference runs the shared half once per image, then the second half once per branch, several
+  branches per batched pass where that is faster (GPU) (``6 + 6(t+1)`` block passes at task ``t``
+  instead of the reference's ``12(t+1)``).
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from cl_bench.models.heads import CosineLinear
+from cl_bench.models.vit_parts import branch_sequences_per_pass
 from cl_bench.training.template import CLBenchTemplate
 from strategies.cl_lora.model import CLLoRANet
 from strategies.cl_lora.plugins import AdapterGrowth, SharedAdapterDistillation
@@ -29,7 +30,8 @@ class CLLoRA(CLBenchTemplate):
     def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
         method = config.method
         shared = method.shared_blocks if method.shared_blocks >= 0 else backbone.depth // 2
-        model = CLLoRANet(backbone.vit, rank=method.rank, shared_blocks=shared, max_branch_sequences=method.max_branch_sequences)
+        model = CLLoRANet(backbone.vit, rank=method.rank, shared_blocks=shared,
+                          max_branch_sequences=branch_sequences_per_pass(method.max_branch_sequences, device))
         self.distillation = SharedAdapterDistillation(
             weight=method.kd_weight, temperature=method.kd_temperature,
             reassign=method.gradient_reassignment, reuse_shared_forward=method.kd_reuse_shared_forward,

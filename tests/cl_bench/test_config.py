@@ -64,6 +64,12 @@ def test_errors_name_the_key(overrides, key, fragment):
     assert info.value.key == key and key in str(info.value)
 
 
+def test_coda_pool_larger_than_the_width_is_refused():
+    with pytest.raises(ConfigError, match="more than the backbone's width 128") as info:
+        resolve_config("coda_prompt", "digits_animals", {"pool_size": "200"})
+    assert info.value.key == "pool_size"
+
+
 def test_unknown_names():
     with pytest.raises(ConfigError, match="unknown strategy 'cl_lor' \\(did you mean 'cl_lora'\\?\\); allowed: "):
         resolve_config("cl_lor", "split_cifar100", {})

@@ -50,7 +50,7 @@ def test_simple_cil_runs_one_pass():
 @pytest.mark.slow
 def test_efficiency_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(REPO / "sweeps" / "bench_efficiency.py"), "--experiences", "2", "--repeats", "1",
+        [sys.executable, str(REPO / "sweeps" / "bench_efficiency.py"), "--experiences", "3", "--repeats", "1",
          "--train-per-experience", "40", "--eval-images", "20", "--threads", "1", "--out", str(tmp_path)],
         capture_output=True, text=True, cwd=REPO, timeout=900)
     assert result.returncode == 0, result.stderr[-2000:]
@@ -58,4 +58,6 @@ def test_efficiency_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert set(report["strategies"]) >= {"cl_lora", "ease", "l2p", "coda_prompt", "simple_cil"}
     assert report["strategies"]["cl_lora"]["inference"]["1"]["block_passes_per_image"] == 3 + 3  # the 6-block ViT, 1 task
     assert report["machine_matmul_flops"] > 0 and "overhead_fraction" in report["harness"]
+    assert report["strategies"]["cl_lora"]["train_images_per_s"]["median"] > 0  # the third experience is timed
+    assert any(name.startswith("cl_lora training: KD student") for name in report["fast_paths"])
     assert (tmp_path / "efficiency.md").read_text().startswith("Backbone")

@@ -58,7 +58,7 @@ def test_report_covers_the_records_and_nothing_else(records, tmp_path):
         assert (out / image).read_bytes().startswith(b"\x89PNG")
     assert analysis.NOT_YET_RUN in ledger
     for line in ledger.splitlines():
-        if line.startswith("| cl_lora |"):  # no runs, no ledger numbers: text where ours would be
+        if line.startswith("| cl_lora |") and "digits_animals" not in line:  # no runs or numbers: text instead
             cells = [c.strip() for c in line.strip("|").split("|")]
             assert cells[5:9] == [analysis.NOT_YET_RUN] * 2 + [analysis.NOT_IN_THESE_RUNS] * 2
 
