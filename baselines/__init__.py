@@ -1,10 +1,11 @@
-"""Baselines: SimpleCIL (frozen prototypes), L2P, CODA-Prompt and EASE.
+"""Baselines: SimpleCIL (frozen prototypes), L2P, CODA-Prompt and EASE, imported as
+``cl_bench.baselines``; importing it registers their light configs only (each strategy's heavy
+module is imported when a run builds it)."""
 
-Importing this package registers their light configs only; each strategy's heavy module is
-imported when a run builds it.
-"""
+if __name__ != "cl_bench.baselines":
+    raise ImportError(f"import cl_bench.baselines, not {__name__}: the methods are part of the cl_bench package")
 
-from baselines.coda_prompt import config as _coda_prompt  # noqa: F401
-from baselines.ease import config as _ease  # noqa: F401
-from baselines.l2p import config as _l2p  # noqa: F401
-from baselines.simple_cil import config as _simple_cil  # noqa: F401
+from cl_bench.baselines.coda_prompt import config as _coda_prompt  # noqa: E402,F401
+from cl_bench.baselines.ease import config as _ease  # noqa: E402,F401
+from cl_bench.baselines.l2p import config as _l2p  # noqa: E402,F401
+from cl_bench.baselines.simple_cil import config as _simple_cil  # noqa: E402,F401

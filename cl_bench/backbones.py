@@ -15,15 +15,14 @@ from typing import Any
 
 from cl_bench.errors import WeightsUnavailableError
 from cl_bench.registry import BACKBONES, BackboneEntry
+from cl_bench.weights import MINI_VIT_WEIGHTS, WEIGHTS_DIR  # noqa: F401  (re-exported)
 
-__all__ = ["BackboneInfo", "Backbone", "resolve_weights", "build_backbone", "file_sha256", "MINI_VIT_WEIGHTS"]
+__all__ = ["BackboneInfo", "Backbone", "resolve_weights", "build_backbone", "load_vit", "file_sha256", "MINI_VIT_WEIGHTS"]
 
 # Bounded network waits for the Hugging Face hub: an offline run must fail fast, never hang.
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
 os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
 
-WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
-MINI_VIT_WEIGHTS = WEIGHTS_DIR / "vit_mini_patch4_28.fmnist_letters.safetensors"
 
 for _tag, _summary in (
     ("vit_base_patch16_224.augreg_in21k", "ViT-B/16 AugReg IN-21k (CL-LoRA CIFAR-100; PILOT/EASE 'IN21K')"),
@@ -129,14 +128,12 @@ def resolve_weights(entry: BackboneEntry, run_config) -> tuple[Path | None, str]
     return _hub_weights(entry)
 
 
-def build_backbone(config) -> Backbone:
-    """A frozen timm ViT whose output is the CLS token after the final LayerNorm."""
+def _create_vit(entry: BackboneEntry, path: Path | None, source: str):
+    """A frozen timm ViT whose output is the CLS token after the final LayerNorm, and its sha256."""
     import timm
 
     import cl_bench.models.vit_mini  # noqa: F401  (registers the suite's own ViT with timm)
 
-    entry = BACKBONES[config.run.backbone]
-    path, source = resolve_weights(entry, config.run)
     kwargs = dict(entry.timm_kwargs, num_classes=0, global_pool="token")
     sha256 = None
     if path is None:
@@ -155,5 +152,21 @@ def build_backbone(config) -> Backbone:
             vit = timm.create_model(
                 entry.timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
             )
-    vit.requires_grad_(False)
+    return vit.requires_grad_(False), sha256
+
+
+def build_backbone(config) -> Backbone:
+    """The run's backbone, as its config names it."""
+    entry = BACKBONES[config.run.backbone]
+    path, source = resolve_weights(entry, config.run)
+    vit, sha256 = _create_vit(entry, path, source)
     return Backbone(vit=vit, info=BackboneInfo(tag=entry.name, pretrained=path is not None, sha256=sha256, source=source if path is None else f"{source}: {path}"))
+
+
+def load_vit(tag: str, *, pretrained: bool = True, pretrained_file: str = ""):
+    """A frozen ViT from a backbone tag (for strategies built from a tag instead of a model)."""
+    from types import SimpleNamespace
+
+    entry = BACKBONES[tag]
+    path, source = resolve_weights(entry, SimpleNamespace(pretrained=pretrained, pretrained_file=pretrained_file))
+    return _create_vit(entry, path, source)[0]

@@ -11,7 +11,6 @@ import sys
 import typing
 from typing import Sequence
 
-from cl_bench import catalog  # noqa: F401  (registers every strategy, bench and backbone)
 from cl_bench.config import Config, RunConfig, type_name, preset_names, resolve_config
 from cl_bench.errors import ConfigError, NonFiniteLossError, RunInterrupted, UserError
 from cl_bench.registry import BACKBONES, BENCHES, STRATEGIES

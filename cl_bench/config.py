@@ -326,8 +326,6 @@ def resolve_config(
     preset: str = "default",
 ) -> Config:
     """Defaults, then bench defaults, then the preset, then ``overrides`` (CLI strings or values)."""
-    from cl_bench import catalog  # noqa: F401  (every name users can type, registered lazily: no import cycle)
-
     overrides = dict(overrides or {})
     strategy_entry = STRATEGIES[strategy]
     bench_entry = BENCHES[bench]

@@ -8,6 +8,7 @@ __all__ = [
     "DataMissingError",
     "WeightsUnavailableError",
     "CheckpointError",
+    "StrategyArgumentError",
     "NonFiniteLossError",
     "RunInterrupted",
 ]
@@ -37,6 +38,11 @@ class WeightsUnavailableError(UserError):
 
 class CheckpointError(UserError):
     """A checkpoint that is corrupt, truncated or from another config/strategy/backbone."""
+
+
+class StrategyArgumentError(ConfigError, ValueError):
+    """A strategy built with an argument that does not fit (its model, a hyperparameter, an
+    experience); the message names the argument. A ``ValueError`` too, for Avalanche users."""
 
 
 class NonFiniteLossError(RuntimeError):

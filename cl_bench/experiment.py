@@ -188,7 +188,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
     from cl_bench.benches.streams import build_streams
     from cl_bench.efficiency import BlockPassCounter, ThroughputMeter, peak_memory_mb, reset_peak_memory
     from cl_bench.training.evaluation import evaluate_seen_classes
-    from cl_bench.training.plugins import Autocast, LossLogger, PredictionCollector, ProgressBar, RunGuard
+    from cl_bench.training.plugins import LossLogger, PredictionCollector, ProgressBar, RunGuard
 
     device = _setup_torch(config)
     seeding.seed_everything(config.run.seed)
@@ -242,10 +242,8 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
         plugins = [guard, collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
-        if config.run.amp == "bf16":
-            plugins.append(Autocast())
-        builder = STRATEGIES[config.run.strategy].load_builder()
-        strategy = builder(config=config, backbone=backbone, streams=streams, device=device, plugins=plugins)
+        strategy_class = STRATEGIES[config.run.strategy].load_class()
+        strategy = strategy_class.from_config(config, model=backbone.vit, device=device, plugins=plugins)
         counter = BlockPassCounter(backbone.vit.blocks)
         if checkpoint:
             strategy.load_learned_state(checkpoint["learned_state"])
@@ -254,11 +252,12 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         for t in range(start, n_experiences):
             reset_peak_memory(device)
             train_start = time.perf_counter()
-            strategy.train(streams.train_stream[t], eval_streams=[])
+            strategy.train(streams.train_stream[t], eval_streams=[], num_workers=config.run.num_workers)
             train_seconds = time.perf_counter() - train_start
             guard.raise_if_signalled()
             result = evaluate_seen_classes(strategy, streams, t, collector=collector, counter=counter,
-                                           shuffle_seed=config.run.seed * EVAL_SEED_STRIDE + t)
+                                           shuffle_seed=config.run.seed * EVAL_SEED_STRIDE + t,
+                                           num_workers=config.run.num_workers)
             efficiency = {
                 "trainable_parameters": strategy.trainable_count,
                 "trainable_parameters_head": strategy.trainable_head_count,

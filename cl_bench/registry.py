@@ -29,9 +29,12 @@ T = TypeVar("T")
 
 
 def load_object(path: str) -> Any:
-    """Import ``"package.module:attribute"``."""
+    """Import ``"package.module:attribute"`` (the attribute may be dotted)."""
     module_name, _, attribute = path.partition(":")
-    return getattr(importlib.import_module(module_name), attribute)
+    found = importlib.import_module(module_name)
+    for part in attribute.split("."):  # "module:Class.from_config"
+        found = getattr(found, part)
+    return found
 
 
 def did_you_mean(name: str, allowed: list[str]) -> str:
@@ -78,7 +81,8 @@ class Registry(Generic[T]):
 class StrategyEntry:
     """A continual-learning method: its typed keys, presets and the builder of its Avalanche strategy.
 
-    ``builder`` names a callable ``(config, backbone, bench, plugins, device) -> SupervisedTemplate``.
+    ``builder`` names the Avalanche strategy class (``"module:Class"``); the runner builds it with
+    ``Class.from_config(config, model=..., device=..., plugins=...)``.
     """
 
     name: str
@@ -87,7 +91,7 @@ class StrategyEntry:
     presets: Path | None
     summary: str
 
-    def load_builder(self) -> Callable[..., Any]:
+    def load_class(self) -> type:
         return load_object(self.builder)
 
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from avalanche.core import SupervisedPlugin as SupervisedPluginBase  # noqa: E402
 
-from cl_bench import catalog  # noqa: E402,F401  (registered names, for the defaults below)
+import cl_bench.catalog  # noqa: E402,F401  (registered names, for the defaults below)
 from cl_bench.config import resolve_config  # noqa: E402
 from cl_bench.errors import UserError  # noqa: E402
 from cl_bench.registry import BACKBONES, STRATEGIES  # noqa: E402
@@ -179,8 +179,8 @@ class Subject:
         self.backbone = build_backbone(self.config)
         self.meter, self.collector = ThroughputMeter(), PredictionCollector()
         plugins = [RunGuard(), self.collector, self.meter, ProgressBar(), *extra_plugins]
-        builder = STRATEGIES[name].load_builder()
-        self.strategy = builder(config=self.config, backbone=self.backbone, streams=streams, device=device, plugins=plugins)
+        self.strategy = STRATEGIES[name].load_class().from_config(self.config, model=self.backbone.vit, device=device,
+                                                                   plugins=plugins)
         self.counter = BlockPassCounter(self.backbone.vit.blocks)
         self.streams, self.device = streams, device
         self.done = 0
@@ -238,7 +238,6 @@ def run(args):
     import torch
 
     from cl_bench.seeding import seed_everything
-    from cl_bench.training.plugins import Autocast
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -257,7 +256,7 @@ def run(args):
     if "cl_lora" in names:
         variants.append(Subject("cl_lora (reference KD pass)", "cl_lora", {**common, "kd_reuse_shared_forward": "false"}, streams, device))
     if args.bf16:
-        variants += [Subject(f"{n} (bf16)", n, {**common, "amp": "bf16"}, streams, device, [Autocast()]) for n in names if n != "simple_cil"]
+        variants += [Subject(f"{n} (bf16)", n, {**common, "amp": "bf16"}, streams, device) for n in names if n != "simple_cil"]
     everyone = subjects + variants
     stages = [s for s in STAGES if s <= args.experiences]
     results = {s.label: {"strategy": s.name, "inference": {}, "stored_parameters": {}} for s in everyone}

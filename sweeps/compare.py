@@ -14,6 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import cl_bench.catalog  # noqa: E402,F401  (every strategy, bench and backbone name)
 from cl_bench.cli import parse_args  # noqa: E402
 from cl_bench.config import resolve_config  # noqa: E402
 from cl_bench.errors import UserError  # noqa: E402

@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+import cl_bench.catalog  # noqa: E402,F401  (every strategy, bench and backbone name)
 from cl_bench.errors import UserError  # noqa: E402
 from cl_bench.sweeping import (  # noqa: E402
     SweepState,

@@ -5,6 +5,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
 
+import cl_bench.catalog  # noqa: E402,F401  (every strategy, bench and backbone name)
 from cl_bench.cli import main  # noqa: E402
 
 if __name__ == "__main__":

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+import cl_bench.catalog  # noqa: E402,F401  (the names tests parametrize over)
+
 REPO = Path(__file__).resolve().parent.parent
 RUN_PY = REPO / "sweeps" / "run.py"
 
@@ -41,7 +43,7 @@ def fake_backbone(vit=None, tag: str = "vit_mini_patch4_28.fmnist_letters"):
 def tiny_config(strategy: str, bench: str = "digits_animals", **overrides: Any):
     import dataclasses
 
-    from cl_bench import catalog  # noqa: F401
+    import cl_bench.catalog  # noqa: F401
     from cl_bench.config import resolve_config
     from cl_bench.registry import BENCHES
 
@@ -67,8 +69,8 @@ def build_strategy(strategy: str, *, vit=None, plugins=(), bench: str = "digits_
     seed_everything(config.run.seed)
     streams = build_streams(config)
     backbone = fake_backbone(vit)
-    builder = STRATEGIES[strategy].load_builder()
-    return builder(config=config, backbone=backbone, streams=streams, device=torch.device("cpu"), plugins=list(plugins)), streams
+    strategy_class = STRATEGIES[strategy].load_class()
+    return strategy_class.from_config(config, model=backbone.vit, device=torch.device("cpu"), plugins=list(plugins)), streams
 
 
 def run_cli(*args: str, env: dict[str, str | None] | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
@@ -217,3 +219,52 @@ def wandb_export(records_root: Path, entity: str = "team", project: str = "cl-be
                                  group=data.get("group"), state="finished" if finished else "crashed",
                                  path=[entity, project, data["run_name"]]))
     return runs
+
+
+# -- plain Avalanche use, outside the suite's runner -------------------------------------------------
+#: A shuffled class order; Avalanche keeps the labels as they are (experience 0 holds labels 6 and 2).
+PLAIN_CLASS_ORDER = [6, 2, 7, 4, 1, 5, 3, 0]
+
+
+def tensor_benchmark(train_per_class: int = 6, test_per_class: int = 4, class_order=PLAIN_CLASS_ORDER,
+                     classes_per_experience: int = 2, size: int = 28, seed: int = 0):
+    """An Avalanche ``class_incremental_benchmark`` from tensors, as a user would build one: labels
+    kept as they are (not renumbered), every class a fixed random pattern plus noise."""
+    import torch
+    from avalanche.benchmarks.scenarios import class_incremental_benchmark
+    from torch.utils.data import TensorDataset
+
+    generator = torch.Generator().manual_seed(seed)
+    labels = sorted(class_order)
+    patterns = {c: torch.rand(3, size, size, generator=generator) for c in labels}
+
+    class LabelledTensors(TensorDataset):
+        @property
+        def targets(self):
+            return self.tensors[1]
+
+    def split(per_class):
+        y = torch.tensor(labels).repeat_interleave(per_class)
+        x = torch.stack([patterns[int(c)] for c in y]) + 0.3 * torch.randn(len(y), 3, size, size, generator=generator)
+        return LabelledTensors(x, y)
+
+    return class_incremental_benchmark({"train": split(train_per_class), "test": split(test_per_class)},
+                                       class_order=list(class_order),
+                                       num_classes_per_exp=[classes_per_experience] * (len(labels) // classes_per_experience))
+
+
+#: Small keyword arguments per strategy for a tiny ViT (depth 4, width 32) and the tensor benchmark.
+TINY_STRATEGY_ARGUMENTS: dict[str, dict[str, Any]] = {"coda_prompt": {"pool_size": 8, "prompt_layers": (0, 1, 2)}}
+
+
+def plain_strategy(name: str, vit, *, n_classes: int = len(PLAIN_CLASS_ORDER), n_experiences: int = 4, **kwargs: Any):
+    """A registered strategy built the Avalanche way (its class and keywords; no suite config)."""
+    import torch
+
+    from cl_bench.registry import STRATEGIES
+
+    strategy_class = STRATEGIES[name].load_class()
+    arguments = {**strategy_class.stream_arguments(n_classes=n_classes, n_experiences=n_experiences),
+                 **TINY_STRATEGY_ARGUMENTS.get(name, {}), "train_mb_size": 8, "train_epochs": 1, "eval_mb_size": 16,
+                 "device": torch.device("cpu"), **kwargs}
+    return strategy_class(model=vit, **arguments)

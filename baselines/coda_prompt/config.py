@@ -6,10 +6,25 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cl_bench.config import MethodConfig, option
-from cl_bench.errors import ConfigError
+from cl_bench.errors import StrategyArgumentError
 from cl_bench.registry import BACKBONES, STRATEGIES, StrategyEntry
 
-__all__ = ["CodaPromptConfig"]
+__all__ = ["CodaPromptConfig", "check_coda_arguments"]
+
+
+def check_coda_arguments(*, pool_size: int, prompt_length: int, prompt_layers, depth: int, width: int,
+                         n_experiences: int) -> None:
+    """What the component pool needs of the ViT and the stream (one error naming the key)."""
+    if any(not 0 <= layer < depth for layer in prompt_layers):
+        raise StrategyArgumentError(f"key 'prompt_layers' must name blocks 0..{depth - 1}; got {tuple(prompt_layers)}", key="prompt_layers")
+    if pool_size < n_experiences:
+        raise StrategyArgumentError(f"key 'pool_size' ({pool_size}) must be at least the number of experiences ({n_experiences})", key="pool_size")
+    used_rows = pool_size // n_experiences * n_experiences
+    if used_rows > width:
+        raise StrategyArgumentError(f"key 'pool_size' ({pool_size}) gives {used_rows} keys, more than the ViT's width {width} "
+                                    f"can hold orthogonal (Gram-Schmidt); use at most {width}", key="pool_size")
+    if prompt_length % 2:
+        raise StrategyArgumentError(f"key 'prompt_length' must be even (half keys, half values); got {prompt_length}", key="prompt_length")
 
 
 @dataclass
@@ -21,19 +36,10 @@ class CodaPromptConfig(MethodConfig):
     query_cache: bool = option(True, "cache each test image's frozen query feature across evaluations")
 
     def validate(self, config) -> None:
-        depth = BACKBONES[config.run.backbone].depth
-        if any(not 0 <= layer < depth for layer in self.prompt_layers):
-            raise ConfigError(f"key 'prompt_layers' must name blocks 0..{depth - 1}; got {self.prompt_layers}", key="prompt_layers")
-        n_experiences = len(config.classes_per_experience())
-        if self.pool_size < n_experiences:
-            raise ConfigError(f"key 'pool_size' ({self.pool_size}) must be at least the number of experiences ({n_experiences})", key="pool_size")
-        width = BACKBONES[config.run.backbone].embed_dim
-        used_rows = self.pool_size // n_experiences * n_experiences
-        if used_rows > width:
-            raise ConfigError(f"key 'pool_size' ({self.pool_size}) gives {used_rows} keys, more than the backbone's width "
-                              f"{width} can hold orthogonal (Gram-Schmidt); use at most {width}", key="pool_size")
-        if self.prompt_length % 2:
-            raise ConfigError(f"key 'prompt_length' must be even (half keys, half values); got {self.prompt_length}", key="prompt_length")
+        """Early, from the registered backbone (the strategy checks the model it is given again)."""
+        entry = BACKBONES[config.run.backbone]
+        check_coda_arguments(pool_size=self.pool_size, prompt_length=self.prompt_length, prompt_layers=self.prompt_layers,
+                             depth=entry.depth, width=entry.embed_dim, n_experiences=len(config.classes_per_experience()))
 
 
 STRATEGIES.register(
@@ -41,7 +47,7 @@ STRATEGIES.register(
     StrategyEntry(
         name="coda_prompt",
         config_cls=CodaPromptConfig,
-        builder="baselines.coda_prompt.strategy:CodaPrompt",
+        builder="cl_bench.baselines.coda_prompt.strategy:CodaPrompt",
         presets=Path(__file__).with_name("presets.yaml"),
         summary="CODA-Prompt (CVPR 2023): attention-weighted prompt components as prefixes in blocks 0-4",
     ),

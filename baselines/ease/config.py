@@ -32,7 +32,7 @@ STRATEGIES.register(
     StrategyEntry(
         name="ease",
         config_cls=EaseConfig,
-        builder="baselines.ease.strategy:EASE",
+        builder="cl_bench.baselines.ease.strategy:EASE",
         presets=Path(__file__).with_name("presets.yaml"),
         summary="EASE (CVPR 2024): an adapter subspace per task, prototype complement, reweighted ensemble",
     ),

@@ -7,31 +7,48 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from baselines.ease.model import EaseNet, complement_prototypes, ensemble_logits
+from avalanche.training.plugins.evaluation import default_evaluator
+
+from cl_bench.baselines.ease.config import EaseConfig
+from cl_bench.baselines.ease.model import EaseNet, complement_prototypes, ensemble_logits
 from cl_bench.models.heads import CosineLinear
 from cl_bench.models.vit_parts import branch_sequences_per_pass
-from cl_bench.training.template import CLBenchTemplate
+from cl_bench.training.template import CLBenchTemplate, prepare_vit
 
 __all__ = ["EASE"]
 
 
 class EASE(CLBenchTemplate):
-    def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
-        m = config.method
-        model = EaseNet(backbone.vit, m.adapter_dim, m.adapter_scale, m.adapter_dropout,
-                         branch_sequences_per_pass(m.max_batch_sequences, device))
-        super().__init__(model=model, config=config, streams=streams, backbone=backbone, device=device, plugins=plugins)
+    """EASE on a timm ViT (or a backbone tag), built like Avalanche's strategies:
+
+        EASE(model=vit, train_mb_size=48, train_epochs=20, device="cuda")
+
+    Defaults are the official CIFAR-100 IN-21k recipe (``exps/ease_cifar_in21k.json``).
+    """
+
+    config_cls = EaseConfig
+
+    def __init__(self, *, model="vit_base_patch16_224.augreg_in21k", adapter_dim: int = 64, adapter_scale: float = 0.1,
+                 adapter_dropout: float = 0.1, alpha: float = 0.1, momentum: float = 0.9, batched_subspaces: bool = True,
+                 max_batch_sequences: int = 0, lr: float = 0.025, weight_decay: float = 5e-4, amp: str = "none",
+                 copy_model: bool = True, train_mb_size: int = 48, train_epochs: int = 20, eval_mb_size: int = 128,
+                 device=None, plugins=None, evaluator=default_evaluator, eval_every: int = -1, **base_kwargs) -> None:
+        vit = prepare_vit(model, copy_model=copy_model)
+        net = EaseNet(vit, adapter_dim, adapter_scale, adapter_dropout,
+                      branch_sequences_per_pass(max_batch_sequences, device or "cpu"))
+        self.alpha, self.momentum, self.batched_subspaces = alpha, momentum, batched_subspaces
+        super().__init__(model=net, backbone=vit, lr=lr, weight_decay=weight_decay, amp=amp,
+                         train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
+                         device=device, plugins=plugins, evaluator=evaluator, eval_every=eval_every, **base_kwargs)
 
     def adapt_model(self) -> None:
         model = self.model
         current = model.add_adapter_set()
-        n_new = self.streams.classes_per_experience[self.experience_index]
-        model.proxy_head = CosineLinear(model.vit.embed_dim, n_new).to(self.device)
+        model.proxy_head = CosineLinear(model.vit.embed_dim, self.seen_classes - self.known_classes).to(self.device)
         model.set_trainable(current)
 
     def build_optimizer(self, params):
-        run = self.config.run
-        return torch.optim.SGD(params, lr=run.lr, momentum=self.config.method.momentum, weight_decay=run.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def build_scheduler(self, optimizer):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.train_epochs, 1), eta_min=0.0)
@@ -41,13 +58,13 @@ class EASE(CLBenchTemplate):
         if self.is_training:
             return model.proxy_head(model.features(self.mb_x, [model.n_sets - 1])[0])
         sets = list(range(model.n_sets))
-        features = model.features(self.mb_x, sets, batched=self.config.method.batched_subspaces)
-        return ensemble_logits(features, model.prototypes, model.class_ranges, self.config.method.alpha)
+        features = model.features(self.mb_x, sets, batched=self.batched_subspaces)
+        return ensemble_logits(features, model.prototypes, model.class_ranges, self.alpha)
 
     def criterion(self) -> torch.Tensor:
         if not self.is_training:
             return self._make_empty_loss()
-        return F.cross_entropy(self.mb_output, self.mb_y - self.known_classes)
+        return F.cross_entropy(self.mb_output, self.mb_columns - self.known_classes)
 
     def _after_training_exp(self, **kwargs) -> None:
         model = self.model

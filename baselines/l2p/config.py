@@ -6,10 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cl_bench.config import MethodConfig, option
-from cl_bench.errors import ConfigError
+from cl_bench.errors import StrategyArgumentError
 from cl_bench.registry import STRATEGIES, StrategyEntry
 
-__all__ = ["L2PConfig"]
+__all__ = ["L2PConfig", "check_top_k"]
+
+
+def check_top_k(top_k: int, pool_size: int) -> None:
+    if top_k > pool_size:
+        raise StrategyArgumentError(f"key 'top_k' ({top_k}) cannot exceed pool_size ({pool_size})", key="top_k")
 
 
 @dataclass
@@ -26,8 +31,7 @@ class L2PConfig(MethodConfig):
     query_cache: bool = option(True, "cache each test image's frozen query feature across evaluations")
 
     def validate(self, config) -> None:
-        if self.top_k > self.pool_size:
-            raise ConfigError(f"key 'top_k' ({self.top_k}) cannot exceed pool_size ({self.pool_size})", key="top_k")
+        check_top_k(self.top_k, self.pool_size)
 
 
 STRATEGIES.register(
@@ -35,7 +39,7 @@ STRATEGIES.register(
     StrategyEntry(
         name="l2p",
         config_cls=L2PConfig,
-        builder="baselines.l2p.strategy:L2P",
+        builder="cl_bench.baselines.l2p.strategy:L2P",
         presets=Path(__file__).with_name("presets.yaml"),
         summary="L2P (CVPR 2022): a prompt pool with keys, top-k prompts chosen by a frozen-ViT query",
     ),

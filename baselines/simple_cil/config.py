@@ -21,7 +21,7 @@ STRATEGIES.register(
     StrategyEntry(
         name="simple_cil",
         config_cls=SimpleCILConfig,
-        builder="baselines.simple_cil.strategy:SimpleCIL",
+        builder="cl_bench.baselines.simple_cil.strategy:SimpleCIL",
         presets=Path(__file__).with_name("presets.yaml"),
         summary="frozen pretrained ViT + cosine nearest-class-mean prototypes (SimpleCIL, Zhou et al. 2023)",
     ),

@@ -10,7 +10,7 @@ from __future__ import annotations
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 
-from cl_bench.backbones import MINI_VIT_WEIGHTS
+from cl_bench.weights import MINI_VIT_WEIGHTS
 
 __all__ = ["MINI_VIT_ARCH"]
 

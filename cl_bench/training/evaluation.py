@@ -45,15 +45,20 @@ def accuracy_by_experience(predictions: np.ndarray, targets: np.ndarray, experie
 
 
 def evaluate_seen_classes(strategy, streams, t: int, *, collector: PredictionCollector,
-                          counter: BlockPassCounter, shuffle_seed: int) -> EvalResult:
+                          counter: BlockPassCounter, shuffle_seed: int, num_workers: int = 0) -> EvalResult:
     experience = streams.seen_test_experience(t)
     strategy.eval_shuffle_seed = shuffle_seed
     collector.expected_width = streams.offsets[t + 1]
     counter.reset()
-    with counter.counting():
-        start = time.perf_counter()
-        strategy.eval(experience)
-        seconds = time.perf_counter() - start
+    evaluator_was_active = strategy.evaluator.active
+    strategy.evaluator.active = False  # a merged experience is no stream experience for Avalanche's metrics
+    try:
+        with counter.counting():
+            start = time.perf_counter()
+            strategy.eval(experience, num_workers=num_workers)
+            seconds = time.perf_counter() - start
+    finally:
+        strategy.evaluator.active = evaluator_was_active
     predictions, targets = (x.numpy() for x in collector.result())
     counter.images = len(targets)
     accuracies, sizes = accuracy_by_experience(predictions, targets, streams.experience_of_label(), t + 1)

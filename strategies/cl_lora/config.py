@@ -6,10 +6,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cl_bench.config import MethodConfig, option
-from cl_bench.errors import ConfigError
+from cl_bench.errors import StrategyArgumentError
 from cl_bench.registry import BACKBONES, STRATEGIES, StrategyEntry
 
-__all__ = ["CLLoRAConfig"]
+__all__ = ["CLLoRAConfig", "check_shared_blocks"]
+
+
+def check_shared_blocks(shared_blocks: int, depth: int, key: str = "shared_blocks") -> None:
+    """-1 (half the depth) or a block count that leaves at least one task-specific block."""
+    if shared_blocks >= depth or shared_blocks < -1:
+        raise StrategyArgumentError(f"key '{key}' must be -1 or in 0..{depth - 1} for a {depth}-block ViT; got {shared_blocks}", key=key)
 
 
 @dataclass
@@ -32,12 +38,8 @@ class CLLoRAConfig(MethodConfig):
     )
 
     def validate(self, config) -> None:
-        depth = BACKBONES[config.run.backbone].depth
-        if self.shared_blocks >= depth or self.shared_blocks < -1:
-            raise ConfigError(
-                f"key 'shared_blocks' must be -1 or in 0..{depth - 1} for backbone {config.run.backbone}; got {self.shared_blocks}",
-                key="shared_blocks",
-            )
+        """Early, from the registered backbone (the strategy checks the model it is given again)."""
+        check_shared_blocks(self.shared_blocks, BACKBONES[config.run.backbone].depth)
 
 
 STRATEGIES.register(
@@ -45,7 +47,7 @@ STRATEGIES.register(
     StrategyEntry(
         name="cl_lora",
         config_cls=CLLoRAConfig,
-        builder="strategies.cl_lora.strategy:CLLoRA",
+        builder="cl_bench.strategies.cl_lora.strategy:CLLoRA",
         presets=Path(__file__).with_name("presets.yaml"),
         summary="CL-LoRA (CVPR 2025): shared LoRA with KD + gradient reassignment, task-specific LoRA with block weights",
     ),

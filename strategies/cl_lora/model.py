@@ -19,7 +19,7 @@ from torch import nn
 
 from cl_bench.models.heads import CosineLinear, PrototypeBank, cosine_logits
 from cl_bench.models.vit_parts import cls_feature, embed_tokens, run_blocks
-from strategies.cl_lora.lora import QVAdapterPair, QVLoRAQKV
+from cl_bench.strategies.cl_lora.lora import QVAdapterPair, QVLoRAQKV
 
 __all__ = ["CLLoRANet", "BLOCK_WEIGHT_INIT", "STUDENT", "TEACHER"]
 

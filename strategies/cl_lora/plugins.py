@@ -12,13 +12,13 @@ from avalanche.core import SupervisedPlugin
 
 from cl_bench.models.vit_parts import cls_feature
 from cl_bench.training.plugins import check_finite
-from strategies.cl_lora.losses import (
+from cl_bench.strategies.cl_lora.losses import (
     block_weight_orthogonality,
     distillation_loss,
     reassign_gradient,
     reassignment_weights,
 )
-from strategies.cl_lora.model import STUDENT, TEACHER
+from cl_bench.strategies.cl_lora.model import STUDENT, TEACHER
 
 __all__ = ["SharedAdapterDistillation", "AdapterGrowth"]
 
@@ -47,7 +47,7 @@ class SharedAdapterDistillation(SupervisedPlugin):
 
     @staticmethod
     def active(strategy) -> bool:
-        return strategy.experience_index > 0 and strategy.model.has_teacher
+        return strategy.task_index > 0 and strategy.model.has_teacher
 
     def before_training_exp(self, strategy, **kwargs) -> None:
         """The reassignment statistic depends only on the frozen teacher: compute it once."""
@@ -104,11 +104,11 @@ class AdapterGrowth(SupervisedPlugin):
         self.orth_weight = orth_weight
 
     def adapt_model(self, strategy, **kwargs) -> None:
-        if strategy.experience_index > 0:
+        if strategy.task_index > 0:
             strategy.model.add_branch()
 
     def before_backward(self, strategy, **kwargs) -> None:
-        if strategy.experience_index == 0 or self.orth_weight == 0:
+        if strategy.task_index == 0 or self.orth_weight == 0:
             return
         weights = strategy.model.block_weights
         orthogonality = block_weight_orthogonality(list(weights[:-1]), weights[-1])

@@ -17,31 +17,57 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from avalanche.training.plugins.evaluation import default_evaluator
+
 from cl_bench.models.heads import CosineLinear
 from cl_bench.models.vit_parts import branch_sequences_per_pass
-from cl_bench.training.template import CLBenchTemplate
-from strategies.cl_lora.model import CLLoRANet
-from strategies.cl_lora.plugins import AdapterGrowth, SharedAdapterDistillation
+from cl_bench.strategies.cl_lora.config import CLLoRAConfig, check_shared_blocks
+from cl_bench.training.template import CLBenchTemplate, prepare_vit
+from cl_bench.strategies.cl_lora.model import CLLoRANet
+from cl_bench.strategies.cl_lora.plugins import AdapterGrowth, SharedAdapterDistillation
 
 __all__ = ["CLLoRA"]
 
 
 class CLLoRA(CLBenchTemplate):
-    def __init__(self, *, config, backbone, streams, device, plugins=()) -> None:
-        method = config.method
-        shared = method.shared_blocks if method.shared_blocks >= 0 else backbone.depth // 2
-        model = CLLoRANet(backbone.vit, rank=method.rank, shared_blocks=shared,
-                          max_branch_sequences=branch_sequences_per_pass(method.max_branch_sequences, device))
+    """CL-LoRA on a timm ViT (or a backbone tag), built like Avalanche's own strategies:
+
+        CLLoRA(model=vit, train_mb_size=64, train_epochs=30, eval_mb_size=128, device="cuda",
+               evaluator=EvaluationPlugin(accuracy_metrics(stream=True)))
+
+    Defaults are the reference's CIFAR-100 B5-5-20 recipe. ``distillation`` and ``adapter_growth``
+    switch the two plugins; ``copy_model=False`` hands the ViT over instead of copying it.
+    """
+
+    config_cls = CLLoRAConfig
+
+    def __init__(self, *, model="vit_base_patch16_224.augreg_in21k", rank: int = 8, shared_blocks: int = -1,
+                 lr: float = 0.03, weight_decay: float = 1e-4, momentum: float = 0.9,
+                 distillation: bool = True, kd_weight: float = 5.0, kd_temperature: float = 2.0,
+                 gradient_reassignment: bool = True, kd_reuse_shared_forward: bool = True,
+                 adapter_growth: bool = True, orth_weight: float = 1e-4, max_branch_sequences: int = 0,
+                 amp: str = "none", copy_model: bool = True, train_mb_size: int = 64, train_epochs: int = 30,
+                 eval_mb_size: int = 128, device=None, plugins=None, evaluator=default_evaluator,
+                 eval_every: int = -1, **base_kwargs) -> None:
+        vit = prepare_vit(model, copy_model=copy_model)
+        depth = len(vit.blocks)
+        check_shared_blocks(shared_blocks, depth)
+        shared = shared_blocks if shared_blocks >= 0 else depth // 2
+        self.momentum = momentum
+        net = CLLoRANet(vit, rank=rank, shared_blocks=shared,
+                        max_branch_sequences=branch_sequences_per_pass(max_branch_sequences, device or "cpu"))
         self.distillation = SharedAdapterDistillation(
-            weight=method.kd_weight, temperature=method.kd_temperature,
-            reassign=method.gradient_reassignment, reuse_shared_forward=method.kd_reuse_shared_forward,
-        ) if method.distillation else None
-        self.growth = AdapterGrowth(orth_weight=method.orth_weight) if method.adapter_growth else None
+            weight=kd_weight, temperature=kd_temperature,
+            reassign=gradient_reassignment, reuse_shared_forward=kd_reuse_shared_forward,
+        ) if distillation else None
+        self.growth = AdapterGrowth(orth_weight=orth_weight) if adapter_growth else None
         own = [p for p in (self.growth, self.distillation) if p is not None]
         self.shared_tokens: torch.Tensor | None = None
         self._pending_grads: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
-        super().__init__(model=model, config=config, streams=streams, backbone=backbone, device=device,
-                         plugins=[*own, *plugins])
+        super().__init__(model=net, backbone=vit, lr=lr, weight_decay=weight_decay, amp=amp,
+                         train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
+                         device=device, plugins=[*own, *(plugins or [])], evaluator=evaluator,
+                         eval_every=eval_every, **base_kwargs)
 
     @property
     def current_branch(self) -> int:
@@ -51,13 +77,12 @@ class CLLoRA(CLBenchTemplate):
     def adapt_model(self) -> None:
         model = self.model
         model.task_branch.append(model.n_branches - 1)
-        n_new = self.streams.classes_per_experience[self.experience_index]
+        n_new = self.seen_classes - self.known_classes
         model.proxy_head = CosineLinear(model.vit.embed_dim, n_new).to(self.device)
         model.set_trainable(self.current_branch)
 
     def build_optimizer(self, params):
-        run = self.config.run
-        return torch.optim.SGD(params, lr=run.lr, momentum=self.config.method.momentum, weight_decay=run.weight_decay)
+        return torch.optim.SGD(params, lr=self.lr, momentum=self.momentum, weight_decay=self.weight_decay)
 
     def build_scheduler(self, optimizer):
         return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(self.train_epochs, 1), eta_min=0.0)
@@ -66,7 +91,7 @@ class CLLoRA(CLBenchTemplate):
         model = self.model
         branch = self.current_branch
         model.prototypes.add(self.class_means(lambda x: model.full_pass(x, branch)))
-        model.task_sizes.append(self.streams.classes_per_experience[self.experience_index])
+        model.task_sizes.append(self.seen_classes - self.known_classes)
         model.requires_grad_(False)
         super()._after_training_exp(**kwargs)
         model.proxy_head = None  # the training head is never used again (the reference keeps it unused)
@@ -81,7 +106,7 @@ class CLLoRA(CLBenchTemplate):
     def criterion(self) -> torch.Tensor:
         if not self.is_training:
             return self._make_empty_loss()
-        return F.cross_entropy(self.mb_output, self.mb_y - self.known_classes)
+        return F.cross_entropy(self.mb_output, self.mb_columns - self.known_classes)
 
     def backward(self) -> None:
         """Keep the CE (+ orth) gradients; the KD step may reuse this graph's shared half."""

@@ -4,7 +4,7 @@ older adapter sets, the reweighted ensemble, and batched against per-set inferen
 import torch
 import torch.nn.functional as F
 
-from baselines.ease.model import EaseNet, complement_prototypes, ensemble_logits
+from cl_bench.baselines.ease.model import EaseNet, complement_prototypes, ensemble_logits
 from cl_bench.models.heads import CosineLinear
 from helpers import build_strategy, tiny_vit
 

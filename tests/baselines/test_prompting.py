@@ -5,9 +5,9 @@ import pytest
 import torch
 from avalanche.core import SupervisedPlugin
 
-from baselines.coda_prompt.model import CodaPromptNet, gram_schmidt_rows
-from baselines.coda_prompt.strategy import coda_cosine_factor
-from baselines.l2p.model import L2PNet, batchwise_vote, key_matching_similarity, select_prompts
+from cl_bench.baselines.coda_prompt.model import CodaPromptNet, gram_schmidt_rows
+from cl_bench.baselines.coda_prompt.strategy import coda_cosine_factor
+from cl_bench.baselines.l2p.model import L2PNet, batchwise_vote, key_matching_similarity, select_prompts
 from cl_bench.models.prompting import PromptedViT
 from helpers import build_strategy, tiny_vit
 

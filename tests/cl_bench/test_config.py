@@ -5,7 +5,7 @@ import sys
 
 import pytest
 
-from cl_bench import catalog  # noqa: F401
+import cl_bench.catalog  # noqa: F401
 from cl_bench.cli import parse_args
 from cl_bench.config import resolve_config, split_sizes
 from cl_bench.errors import ConfigError
@@ -65,7 +65,7 @@ def test_errors_name_the_key(overrides, key, fragment):
 
 
 def test_coda_pool_larger_than_the_width_is_refused():
-    with pytest.raises(ConfigError, match="more than the backbone's width 128") as info:
+    with pytest.raises(ConfigError, match="more than the ViT's width 128") as info:
         resolve_config("coda_prompt", "digits_animals", {"pool_size": "200"})
     assert info.value.key == "pool_size"
 
@@ -97,7 +97,7 @@ def test_cli_errors_exit_2_with_one_line(args, fragment):
 
 def test_errors_happen_before_heavy_imports():
     code = (
-        "import sys; from cl_bench.cli import main; "
+        "import sys; import cl_bench.catalog; from cl_bench.cli import main; "
         "rc = main(['--strategy', 'cl_lora', '--bench', 'split_cifar100', '--rank=x']); "
         "print(rc, 'torch' in sys.modules, 'avalanche' in sys.modules)"
     )

@@ -6,15 +6,15 @@ import torch
 
 from cl_bench.models.heads import CosineLinear
 from helpers import tiny_vit
-from strategies.cl_lora.losses import (
+from cl_bench.strategies.cl_lora.losses import (
     block_weight_orthogonality,
     distillation_loss,
     reassign_gradient,
     reassignment_weights,
     soft_target_cross_entropy,
 )
-from strategies.cl_lora.lora import QVLoRAQKV
-from strategies.cl_lora.model import STUDENT, CLLoRANet
+from cl_bench.strategies.cl_lora.lora import QVLoRAQKV
+from cl_bench.strategies.cl_lora.model import STUDENT, CLLoRANet
 
 
 def vit_b():

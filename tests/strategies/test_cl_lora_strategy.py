@@ -9,8 +9,8 @@ from avalanche.core import SupervisedPlugin
 
 from cl_bench.registry import STRATEGIES
 from helpers import build_strategy
-from strategies.cl_lora.plugins import AdapterGrowth, SharedAdapterDistillation
-from strategies.cl_lora.strategy import CLLoRA
+from cl_bench.strategies.cl_lora.plugins import AdapterGrowth, SharedAdapterDistillation
+from cl_bench.strategies.cl_lora.strategy import CLLoRA
 
 
 class Snapshot(SupervisedPlugin):
@@ -47,7 +47,7 @@ class Snapshot(SupervisedPlugin):
 
 def test_registered_with_two_visible_plugins():
     strategy, _ = build_strategy("cl_lora")
-    assert isinstance(strategy, CLLoRA) and STRATEGIES["cl_lora"].builder.endswith(":CLLoRA")
+    assert isinstance(strategy, CLLoRA) and STRATEGIES["cl_lora"].load_class() is CLLoRA
     kinds = {type(p) for p in strategy.plugins}
     assert {SharedAdapterDistillation, AdapterGrowth} <= kinds
     bare, _ = build_strategy("cl_lora", distillation=False, adapter_growth=False)

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from cl_bench import catalog  # noqa: F401
+import cl_bench.catalog  # noqa: F401
 from cl_bench.seeding import SEEDS
 from cl_bench.sweeping import SweepError, SweepState, best_configurations, load_sweep, validate_sweep
 from helpers import REPO
