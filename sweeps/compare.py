@@ -74,4 +74,8 @@ def _main(argv: list[str]) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cl_bench.tracking import exit_now_if_start_abandoned
+
+    code = main()
+    exit_now_if_start_abandoned(code)  # W&B's exit handlers would wait 25-38 s for an abandoned start
+    sys.exit(code)
