@@ -230,7 +230,8 @@ def _npz_architecture(path: Path) -> tuple[int, int]:
             raise ValueError("no embedding/kernel array: not a ViT checkpoint")
         with archive.open(kernel) as member:
             version = np.lib.format.read_magic(member)
-            shape = np.lib.format._read_array_header(member, version)[0]
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read_header(member)[0]
     depth = len({m.group(1) for n in names if (m := re.search(r"encoderblock_(\d+)/", n))})
     return depth, shape[-1]
 

@@ -294,8 +294,8 @@ def _train(plan: RunPlan, say) -> RunRecord:
     from cl_bench.benches.streams import build_streams
     from cl_bench.efficiency import BlockPassCounter, ThroughputMeter, peak_memory_mb, reset_peak_memory
     from cl_bench.training.evaluation import evaluate_seen_classes
-    from cl_bench.training.plugins import (Autocast, HealthCheck, LossLogger, PredictionCollector, ProgressBar,
-                                           RunGuard, check_finite_state)
+    from cl_bench.training.plugins import (HEALTH_CHECK_EVERY, Autocast, HealthCheck, LossLogger, PredictionCollector,
+                                           ProgressBar, RunGuard, check_finite_state)
 
     config, run_dir, device = plan.config, plan.run_dir, plan.device
     _setup_torch(config)
@@ -346,7 +346,7 @@ def _train(plan: RunPlan, say) -> RunRecord:
         record.update(class_order=streams.class_order, class_names=streams.class_names, test_sizes=streams.test_sizes())
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
-        plugins = [guard, HealthCheck(), collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
+        plugins = [guard, HealthCheck(HEALTH_CHECK_EVERY), collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
         if config.run.amp == "bf16":
             plugins.append(Autocast())
         builder = STRATEGIES[config.run.strategy].load_builder()
