@@ -27,7 +27,8 @@ from cl_bench import seeding
 from cl_bench.backbones import check_weights_file, file_sha256, resolve_weights
 from cl_bench.checkpoint import CHECKPOINT_FILE, check_compatible, load_checkpoint, save_checkpoint
 from cl_bench.config import Config, config_differences
-from cl_bench.errors import CheckpointError, ConfigError, DivergenceError, RunInterrupted, RunStopped
+from cl_bench.errors import CheckpointError, ConfigError, RunInterrupted, RunStopped
+from cl_bench.locking import RunLock
 from cl_bench.metrics import chance_curve
 from cl_bench.record import RECORD_FILE, RunRecord
 from cl_bench.registry import BACKBONES, BENCHES, STRATEGIES
@@ -119,6 +120,8 @@ def plan_run(config: Config) -> RunPlan:
         if diffs:
             raise ConfigError(f"{run_dir} holds a run of another config ({'; '.join(diffs)}); use another --run_name", key="run_name")
         agent_rerun = bool(os.environ.get("WANDB_RUN_ID")) and os.environ["WANDB_RUN_ID"] == (record.data.get("wandb") or {}).get("run_id")
+        if record.status == "running":  # a live run says so; a killed one left no lock behind
+            RunLock(run_dir).check_free()
         if record.status == "finished":
             action = "finished"
         elif config.run.resume or agent_rerun:
@@ -255,8 +258,6 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     if plan.action == "finished":
         return _report_finished(plan, say)
-
-    from cl_bench.locking import RunLock
 
     plan.run_dir.mkdir(parents=True, exist_ok=True)
     with RunLock(plan.run_dir):

@@ -28,6 +28,22 @@ class RunLock:
 
     def acquire(self) -> "RunLock":
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        self._lock_or_refuse(fd)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def check_free(self) -> None:
+        """Refuse now if a live process holds the lock; writes nothing."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY)
+        except FileNotFoundError:
+            return
+        self._lock_or_refuse(fd)
+        os.close(fd)  # drops the lock just taken
+
+    def _lock_or_refuse(self, fd: int) -> None:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -37,10 +53,6 @@ class RunLock:
                 f"{self.path.parent} is in use by {owner}; wait for that run to end (or stop it), "
                 "or use --run_name=NEW", key="run_name"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        self._fd = fd
-        return self
 
     def release(self) -> None:
         if self._fd is not None:

@@ -276,16 +276,21 @@ def test_truncated_record_on_resume_is_one_line(capsys, tmp_path, finished_run):
     assert snapshot(tmp_path) == before
 
 
-def test_a_live_run_locks_its_directory(capsys, tmp_path, finished_run):
+@pytest.mark.parametrize("case", ["running record, --resume", "running record", "started together: no record yet"])
+def test_a_live_run_locks_its_directory(capsys, tmp_path, finished_run, case):
     from cl_bench.locking import RunLock
 
-    run_dir = copy_run(finished_run, tmp_path, status="running")
-    with RunLock(run_dir):  # another run, in the middle of its work
+    if case.startswith("started together"):
+        run_dir = tmp_path / "r"
+        run_dir.mkdir()  # the first command has planned and locked, and not yet written its record
+    else:
+        run_dir = copy_run(finished_run, tmp_path, status="running")
+    with RunLock(run_dir):  # the other run, in the middle of its work
         before = snapshot(tmp_path)
-        code, err = run_main(capsys, tmp_path, resume="true")
+        code, err = run_main(capsys, tmp_path, **({"resume": "true"} if "--resume" in case else {}))
+        assert snapshot(tmp_path) == before
     assert code == 2
     assert_one_line(err, "is in use by pid", "wait for that run to end")
-    assert snapshot(tmp_path) == before
 
 
 def test_a_killed_run_leaves_no_stuck_lock(tmp_path):
