@@ -337,12 +337,12 @@ def _train(plan: RunPlan, say) -> RunRecord:
     tracker = WandbTracker(config, run_dir, run_id=previous_wandb)
     guard = RunGuard(stop_at_once=True)  # until training starts, a signal stops at once (W&B start, data, model)
     guard.install()
-    wall_start = time.perf_counter()
     try:
         wandb_info = tracker.start()
         record.update(status="running", error=None, wandb=wandb_info, environment=environment(device))
         say(f"run {run_dir} ({'resuming at experience ' + str(start) if start else 'new'}); "
             f"W&B {wandb_info['mode']} ({wandb_info['reason']})")
+        wall_start = time.perf_counter()
         streams = build_streams(config)
         record.update(class_order=streams.class_order, class_names=streams.class_names, test_sizes=streams.test_sizes())
         backbone = build_backbone(config)
