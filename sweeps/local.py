@@ -8,7 +8,8 @@ the best configurations with their metric aggregated over seeds.
 
 Options: --count N (new runs this time; default: the whole grid, or 10 for random/bayes),
 --parallel K (runs at once, default 1), --out-dir DIR (run records, default runs/), and any
---key=value, passed to every run (e.g. --wandb_mode=offline).
+--key=value, passed to every run (e.g. --wandb_mode=offline) and checked with every command line first.
+Exit codes: 0, 2 for a sweep file or key that run.py would reject, 3 when no run of the sweep finished.
 """
 
 from __future__ import annotations
