@@ -8,16 +8,24 @@ file it loaded; an offline machine without the weights gets one line naming the 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import socket
+import struct
+import textwrap
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from cl_bench.errors import WeightsUnavailableError
 from cl_bench.registry import BACKBONES, BackboneEntry
 from cl_bench.weights import MINI_VIT_WEIGHTS, WEIGHTS_DIR  # noqa: F401  (re-exported)
 
-__all__ = ["BackboneInfo", "Backbone", "resolve_weights", "build_backbone", "load_vit", "file_sha256", "MINI_VIT_WEIGHTS"]
+__all__ = ["BackboneInfo", "Backbone", "resolve_weights", "check_weights_file", "build_backbone", "load_vit",
+           "file_sha256", "MINI_VIT_WEIGHTS"]
 
 # Bounded network waits for the Hugging Face hub: an offline run must fail fast, never hang.
 os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
@@ -86,6 +94,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+_HUB_PROBE_TIMEOUT_S = 3.0
+
+
+def _hub_unreachable() -> str | None:
+    """Why the Hugging Face hub cannot be reached now, or None; one bounded TCP connect."""
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return "HF_HUB_OFFLINE is set"
+    endpoint = urlparse(os.environ.get("HF_ENDPOINT") or "https://huggingface.co")
+    host, port = endpoint.hostname or "", endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    try:
+        with socket.create_connection((host, port), timeout=_HUB_PROBE_TIMEOUT_S):
+            return None
+    except OSError as error:
+        return f"{host} unreachable: {error.strerror or type(error).__name__}"
+
+
 def _hub_weights(entry: BackboneEntry) -> tuple[Path, str]:
     """The hub file of a timm tag, from the cache or downloaded with bounded timeouts."""
     import timm
@@ -100,15 +124,18 @@ def _hub_weights(entry: BackboneEntry) -> tuple[Path, str]:
     if isinstance(cached, str):
         return Path(cached), "hub cache"
     try:
-        return Path(hf_hub_download(repo, filename)), "hub download"
+        reason = _hub_unreachable()  # probed first: the hub client retries with sleeps when offline
+        if reason is None:
+            return Path(hf_hub_download(repo, filename)), "hub download"
     except Exception as error:
-        reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) else type(error).__name__
-        raise WeightsUnavailableError(
-            f"pretrained weights for '{entry.name}' are not in the Hugging Face cache and could not be downloaded ({reason}); "
-            f"on a machine with network, download https://huggingface.co/{repo}/resolve/main/{filename} "
-            "and pass --pretrained_file=PATH (or copy the hub cache), or run with --pretrained=false",
-            key="backbone",
-        ) from None
+        first_line = (str(error).splitlines() or [""])[0]
+        reason = textwrap.shorten(f"{type(error).__name__}: {first_line}", 200, placeholder=" ...")
+    raise WeightsUnavailableError(
+        f"pretrained weights for '{entry.name}' are not in the Hugging Face cache and could not be downloaded ({reason}); "
+        f"on a machine with network, download https://huggingface.co/{repo}/resolve/main/{filename} "
+        "and pass --pretrained_file=PATH (or copy the hub cache), or run with --pretrained=false",
+        key="backbone",
+    )
 
 
 def resolve_weights(entry: BackboneEntry, run_config) -> tuple[Path | None, str]:
@@ -128,6 +155,126 @@ def resolve_weights(entry: BackboneEntry, run_config) -> tuple[Path | None, str]
     return _hub_weights(entry)
 
 
+def _shape_model(entry: BackboneEntry):
+    """The backbone's architecture on the meta device: shapes only, no memory, no weights."""
+    import timm
+    import torch
+
+    import cl_bench.models.vit_mini  # noqa: F401  (registers the suite's own ViT with timm)
+
+    with torch.device("meta"):
+        return timm.create_model(entry.timm_name, pretrained=False, **dict(entry.timm_kwargs, num_classes=0, global_pool="token"))
+
+
+_SAFETENSORS_DTYPES = {"F64": "float64", "F32": "float32", "F16": "float16", "BF16": "bfloat16", "I64": "int64",
+                       "I32": "int32", "I16": "int16", "I8": "int8", "U8": "uint8", "BOOL": "bool"}
+
+
+def _safetensors_shapes(path: Path) -> dict[str, Any]:
+    """Meta tensors of a .safetensors file from its JSON header; the byte ranges must cover the file exactly."""
+    import torch
+
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(8)
+        if len(head) < 8:
+            raise ValueError("shorter than a safetensors header")
+        n = struct.unpack("<Q", head)[0]
+        if n > min(size - 8, 100 << 20):
+            raise ValueError("no safetensors header (random bytes or another format)")
+        try:
+            header = json.loads(f.read(n))
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise ValueError("its safetensors header is not JSON") from None
+    if not isinstance(header, dict):
+        raise ValueError("its safetensors header is not a mapping")
+    tensors = {k: v for k, v in header.items() if k != "__metadata__"}
+    try:
+        end = max((v["data_offsets"][1] for v in tensors.values()), default=0)
+        shapes = {k: torch.empty(v["shape"], dtype=getattr(torch, _SAFETENSORS_DTYPES[v["dtype"]]), device="meta")
+                  for k, v in tensors.items()}
+    except (KeyError, TypeError, IndexError, ValueError):
+        raise ValueError("its safetensors header is malformed") from None
+    if 8 + n + end != size:
+        raise ValueError(f"truncated: the header describes {8 + n + end} bytes, the file has {size}")
+    return shapes
+
+
+def _torch_shapes(path: Path) -> dict[str, Any]:
+    """Meta tensors of a ``torch.save`` file (zip format: the archive index only, no tensor data read)."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="meta", weights_only=True, mmap=True)
+    except RuntimeError as error:
+        if "mmap can only be used" not in str(error):
+            raise
+        state = torch.load(path, map_location="meta", weights_only=True)  # the legacy format reads everything
+    for wrapper in ("state_dict", "model", "module"):  # common checkpoint wrappers timm unwraps too
+        if isinstance(state, dict) and isinstance(state.get(wrapper), dict):
+            state = state[wrapper]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError("it holds no state dict of tensors")
+    return state
+
+
+def _npz_architecture(path: Path) -> tuple[int, int]:
+    """(depth, width) of an original Google ViT .npz, read from the zip index and one array header."""
+    import numpy as np
+
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+        kernel = next((n for n in names if n.endswith("embedding/kernel.npy")), None)
+        if kernel is None:
+            raise ValueError("no embedding/kernel array: not a ViT checkpoint")
+        with archive.open(kernel) as member:
+            version = np.lib.format.read_magic(member)
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+            shape = read_header(member)[0]
+    depth = len({m.group(1) for n in names if (m := re.search(r"encoderblock_(\d+)/", n))})
+    return depth, shape[-1]
+
+
+def _first_problem(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    detail = lines[1] if len(lines) > 1 else (lines[0] if lines else type(error).__name__)
+    return textwrap.shorten(detail, 300, placeholder=" ...")
+
+
+def check_weights_file(entry: BackboneEntry, path: Path) -> None:
+    """Refuse a weights file that is unreadable, truncated or of another architecture, reading only
+    its header or index (never the tensors), so the check is cheap and runs before a run writes anything."""
+    fix = f"pass a {entry.name} weights file with --pretrained_file, or --pretrained=false"
+    try:
+        if path.suffix == ".npz":
+            depth, width = _npz_architecture(path)
+            if (depth, width) != (entry.depth, entry.embed_dim):
+                raise WeightsUnavailableError(
+                    f"{path} holds a ViT of depth {depth} and width {width}, not the {entry.depth} and {entry.embed_dim} "
+                    f"of backbone '{entry.name}'; {fix}", key="pretrained_file")
+            return
+        state = _safetensors_shapes(path) if path.suffix == ".safetensors" else _torch_shapes(path)
+    except WeightsUnavailableError:
+        raise
+    except Exception as error:  # any parser's complaint about bytes that are not weights
+        first = (str(error).strip().splitlines() or [""])[0].split(". ")[0]
+        reason = textwrap.shorten(f"{type(error).__name__}: {first}", 160, placeholder=" ...")
+        raise WeightsUnavailableError(f"{path} is not a readable weights file ({reason}); {fix}", key="pretrained_file") from None
+    model = _shape_model(entry)
+    from timm.models.vision_transformer import checkpoint_filter_fn
+
+    try:  # the key remapping timm applies when it loads the file (other layouts, resized embeddings)
+        state = checkpoint_filter_fn(state, model)
+    except Exception:  # the filter could not work on shapes alone: compare the keys as they are
+        pass
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        raise WeightsUnavailableError(
+            f"{path} does not fit backbone '{entry.name}' ({_first_problem(error)}); {fix}", key="pretrained_file"
+        ) from None
+
+
 def _create_vit(entry: BackboneEntry, path: Path | None, source: str):
     """A frozen timm ViT whose output is the CLS token after the final LayerNorm, and its sha256."""
     import timm
@@ -145,13 +292,18 @@ def _create_vit(entry: BackboneEntry, path: Path | None, source: str):
                 f"{path} has sha256 {sha256[:12]}..., not the pinned {entry.sha256[:12]}...; restore it from git",
                 key="backbone",
             )
-        if path.suffix == ".npz":  # the original Google checkpoints
-            vit = timm.create_model(entry.timm_name, pretrained=False, **kwargs)
-            vit.load_pretrained(str(path))
-        else:
-            vit = timm.create_model(
-                entry.timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
-            )
+        try:
+            if path.suffix == ".npz":  # the original Google checkpoints
+                vit = timm.create_model(entry.timm_name, pretrained=False, **kwargs)
+                vit.load_pretrained(str(path))
+            else:
+                vit = timm.create_model(
+                    entry.timm_name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kwargs
+                )
+        except Exception as error:  # bytes the header check could not see (damaged tensor data)
+            raise WeightsUnavailableError(
+                f"{path} could not be loaded into backbone '{entry.name}' ({_first_problem(error)})", key="pretrained_file"
+            ) from None
     return vit.requires_grad_(False), sha256
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from cl_bench.config import config_differences
-from cl_bench.errors import CheckpointError
+from cl_bench.errors import CheckpointError, DiskWriteError
 from cl_bench.record import atomic_write_bytes
 
 __all__ = ["CHECKPOINT_FILE", "save_checkpoint", "load_checkpoint", "check_compatible", "CheckpointWriteError"]
@@ -25,8 +25,8 @@ _MAGIC = b"CLBCKPT1"
 _DIGEST_BYTES = 32
 
 
-class CheckpointWriteError(RuntimeError):
-    """Writing failed (full disk, ...); the previous checkpoint is untouched."""
+class CheckpointWriteError(DiskWriteError):
+    """Writing failed (full disk, ...); the previous checkpoint is untouched (exit code 3, one line)."""
 
 
 def save_checkpoint(run_dir: Path, payload: dict[str, Any]) -> Path:

@@ -12,7 +12,7 @@ import typing
 from typing import Sequence
 
 from cl_bench.config import Config, RunConfig, type_name, preset_names, resolve_config
-from cl_bench.errors import ConfigError, NonFiniteLossError, RunInterrupted, UserError
+from cl_bench.errors import ConfigError, report_errors
 from cl_bench.registry import BACKBONES, BENCHES, STRATEGIES
 
 __all__ = ["parse_args", "main", "help_text", "config_from_args"]
@@ -116,26 +116,19 @@ def _announce(config: Config) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
-    try:
-        values, want_help = parse_args(argv)
-        if want_help:
-            print(help_text(values.get("strategy"), values.get("bench")))
-            return 0
-        config = _resolve(values)
-        BENCHES[config.run.bench].check_data(config.bench)
-    except UserError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.exit_code
+    return report_errors(PROG, lambda: _main(argv))
+
+
+def _main(argv: list[str]) -> int:
+    values, want_help = parse_args(argv)
+    if want_help:
+        print(help_text(values.get("strategy"), values.get("bench")))
+        return 0
+    config = _resolve(values)
+    BENCHES[config.run.bench].check_data(config.bench)
     _announce(config)
 
     from cl_bench.experiment import run_experiment
 
-    try:
-        run_experiment(config)
-    except UserError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return error.exit_code
-    except (RunInterrupted, NonFiniteLossError) as error:
-        print(f"{PROG}: stopped: {error}", file=sys.stderr)
-        return error.exit_code
+    run_experiment(config)
     return 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ __all__ = [
 ]
 
 _TRUE = {"true", "1", "yes", "on"}
+#: numpy's legacy seeding takes 32-bit seeds; larger or negative ones fail deep inside a run.
+SEED_MAX = 2**32 - 1
 _FALSE = {"false", "0", "no", "off"}
 
 
@@ -45,14 +48,18 @@ def option(
     *,
     choices: tuple[Any, ...] | None = None,
     minimum: float | None = None,
+    maximum: float | None = None,
+    finite: bool = True,
     semantic: bool = True,
 ) -> Any:
     """A config key with its help text.
 
     ``semantic=False`` marks keys that cannot change results (paths, tracking, resume); they are
-    left out of the config hash, so changing them never invalidates a checkpoint.
+    left out of the config hash, so changing them never invalidates a checkpoint. Float keys must
+    be finite unless ``finite=False`` (NaN passes every comparison, so a bound alone lets it in).
     """
-    meta = {"help": help, "choices": choices, "minimum": minimum, "semantic": semantic}
+    meta = {"help": help, "choices": choices, "minimum": minimum, "maximum": maximum, "finite": finite,
+            "semantic": semantic}
     if isinstance(default, (list, dict)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -65,8 +72,10 @@ class RunConfig:
     strategy: str = option("", "strategy name (see --help)")
     bench: str = option("", "benchmark name (see --help)")
     preset: str = option("default", "named preset of the strategy for this bench")
-    seed: int = option(1993, "seed of torch/numpy/python RNGs, data order and inits")
-    class_order_seed: int = option(1993, "seed of the class order: np.random.seed(s); permutation(n); -1: natural order")
+    seed: int = option(1993, "seed of torch/numpy/python RNGs, data order and inits", minimum=0, maximum=SEED_MAX)
+    class_order_seed: int = option(
+        1993, "seed of the class order: np.random.seed(s); permutation(n); -1: natural order", minimum=-1, maximum=SEED_MAX
+    )
     class_order_from_seed: bool = option(
         False, "PILOT-compatible mode: the class order is drawn from `seed` (overrides class_order_seed)"
     )
@@ -265,9 +274,15 @@ def _check_field(key: str, value: Any, f: dataclasses.Field) -> None:
         raise ConfigError(
             f"key '{key}' must be one of {', '.join(map(str, choices))}; got {value!r}", key=key
         )
-    minimum = f.metadata.get("minimum")
-    if minimum is not None and value is not None and value < minimum:
-        raise ConfigError(f"key '{key}' must be >= {minimum}; got {value!r}", key=key)
+    values = value if isinstance(value, (list, tuple)) else [value]
+    for item in values:
+        if isinstance(item, float) and f.metadata.get("finite", True) and not math.isfinite(item):
+            raise ConfigError(f"key '{key}' must be a finite number; got {value!r}", key=key)
+        minimum, maximum = f.metadata.get("minimum"), f.metadata.get("maximum")
+        if minimum is not None and isinstance(item, (int, float)) and item < minimum:
+            raise ConfigError(f"key '{key}' must be >= {minimum}; got {value!r}", key=key)
+        if maximum is not None and isinstance(item, (int, float)) and item > maximum:
+            raise ConfigError(f"key '{key}' must be <= {maximum}; got {value!r}", key=key)
 
 
 def load_presets(path: Path | None) -> dict[str, dict[str, dict[str, Any]]]:

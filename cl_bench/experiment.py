@@ -9,8 +9,10 @@ is saved, in that order.
 from __future__ import annotations
 
 import importlib.metadata
+import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -22,16 +24,17 @@ from typing import Any
 import numpy as np
 
 from cl_bench import seeding
-from cl_bench.backbones import file_sha256, resolve_weights
+from cl_bench.backbones import check_weights_file, file_sha256, resolve_weights
 from cl_bench.checkpoint import CHECKPOINT_FILE, check_compatible, load_checkpoint, save_checkpoint
 from cl_bench.config import Config, config_differences
-from cl_bench.errors import ConfigError, RunInterrupted
+from cl_bench.errors import CheckpointError, ConfigError, RunInterrupted, RunStopped
+from cl_bench.locking import RunLock
 from cl_bench.metrics import chance_curve
 from cl_bench.record import RECORD_FILE, RunRecord
 from cl_bench.registry import BACKBONES, BENCHES, STRATEGIES
 from cl_bench.tracking import WandbTracker, in_sweep_agent
 
-__all__ = ["RunPlan", "plan_run", "run_experiment", "environment", "results_table"]
+__all__ = ["RunPlan", "plan_run", "resolve_device", "run_experiment", "environment", "results_table", "chance_warning"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EVAL_SEED_STRIDE = 1000
@@ -47,38 +50,109 @@ class RunPlan:
     record: RunRecord | None
     checkpoint: dict[str, Any] | None
     weights: tuple[Path | None, str, str | None]  # path, source, sha256
+    device: Any = None  # torch.device, checked to exist
+    record_bytes: bytes | None = None  # the record as planned from, to notice a concurrent writer
+
+
+def _check_image_size(config: Config) -> None:
+    """The bench's input size must be the one the backbone's patch embedding was built for."""
+    img_size = getattr(config.bench, "img_size", None)
+    entry = BACKBONES[config.run.backbone]
+    if img_size is not None and img_size != entry.input_size:
+        raise ConfigError(
+            f"key 'img_size': backbone '{entry.name}' takes {entry.input_size}x{entry.input_size} images, "
+            f"not {img_size}x{img_size}; use --img_size={entry.input_size} or another --backbone", key="img_size"
+        )
+
+
+def _check_writable(run_dir: Path) -> None:
+    """A probe file in the nearest existing folder of ``run_dir``, removed at once: the only test that
+    also catches read-only mounts and pseudo file systems, for any user."""
+    folder = run_dir
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise ConfigError(f"key 'out_dir': {folder} is not a directory, so {run_dir} cannot be created", key="out_dir")
+    probe = folder / f".cl-bench-write-probe-{os.getpid()}"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        os.unlink(probe)
+    except OSError as error:
+        raise ConfigError(
+            f"key 'out_dir': cannot write in {folder} ({error.strerror or error}); choose a writable --out_dir",
+            key="out_dir",
+        ) from None
+
+
+def resolve_device(requested: str):
+    """The torch device of ``--device``, refused with one line when this machine has no such device."""
+    import torch
+
+    if requested == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(requested)
+    except (RuntimeError, ValueError):
+        raise ConfigError(f"key 'device': '{requested}' is not a device; use auto, cpu, cuda, cuda:N or mps", key="device") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0 or (device.index or 0) >= count:
+            raise ConfigError(f"key 'device': {requested} does not exist here ({count} CUDA GPUs visible)", key="device")
+    elif device.type == "mps":
+        if not torch.backends.mps.is_available():
+            raise ConfigError(f"key 'device': {requested} is not available on this machine", key="device")
+    elif device.type != "cpu":
+        raise ConfigError(f"key 'device': '{requested}' is not supported; use auto, cpu, cuda, cuda:N or mps", key="device")
+    return device
 
 
 def plan_run(config: Config) -> RunPlan:
     """Every check that can reject the run, in order of cost; nothing is written here."""
     run_dir = Path(config.run.out_dir).expanduser() / (config.run.run_name or config.default_run_name)
+    _check_image_size(config)
     BENCHES[config.run.bench].check_data(config.bench)
-    record = RunRecord.load(run_dir) if (run_dir / RECORD_FILE).is_file() else None
+    record_path = run_dir / RECORD_FILE
+    record_bytes = record_path.read_bytes() if record_path.is_file() else None
+    record = RunRecord.load(run_dir) if record_bytes is not None else None
     action, checkpoint = "new", None
     if record is not None:
         diffs = config_differences(record.data.get("config_semantic", {}), config.semantic_json())
         if diffs:
             raise ConfigError(f"{run_dir} holds a run of another config ({'; '.join(diffs)}); use another --run_name", key="run_name")
         agent_rerun = bool(os.environ.get("WANDB_RUN_ID")) and os.environ["WANDB_RUN_ID"] == (record.data.get("wandb") or {}).get("run_id")
+        if record.status == "running":  # a live run says so; a killed one left no lock behind
+            RunLock(run_dir).check_free()
         if record.status == "finished":
             action = "finished"
         elif config.run.resume or agent_rerun:
             action = "resume"
+        elif record.status in ("failed", "interrupted") and record.finished_experiences == 0:
+            record = None  # a run that stopped before finishing anything: nothing to protect, start over
         else:
             raise ConfigError(
                 f"{run_dir} holds an unfinished run (status {record.status}, {record.finished_experiences} of "
                 f"{len(config.classes_per_experience())} experiences); pass --resume to continue it or --run_name=NEW for a new run",
                 key="resume",
             )
-    weights: tuple[Path | None, str, str | None] = (None, "", None)
-    if action != "finished":
-        path, source = resolve_weights(BACKBONES[config.run.backbone], config.run)
-        weights = (path, source, file_sha256(path) if path is not None else None)
+    if action == "finished":
+        return RunPlan(config, run_dir, action, record, None, (None, "", None), record_bytes=record_bytes)
+    if action == "resume" and record.finished_experiences and not (run_dir / CHECKPOINT_FILE).is_file():
+        raise CheckpointError(
+            f"{run_dir} records {record.finished_experiences} finished experiences but has no {CHECKPOINT_FILE}, so "
+            f"resuming would restart at experience 0 and discard them; to start over, move {run_dir} away or use --run_name=NEW"
+        )
+    _check_writable(run_dir)
+    device = resolve_device(config.run.device)
+    entry = BACKBONES[config.run.backbone]
+    path, source = resolve_weights(entry, config.run)
+    if path is not None:
+        check_weights_file(entry, path)
+    weights = (path, source, file_sha256(path) if path is not None else None)
     if action == "resume" and (run_dir / CHECKPOINT_FILE).is_file():
         checkpoint = load_checkpoint(run_dir)
         check_compatible(checkpoint, semantic_config=config.semantic_json(),
                          backbone={"tag": config.run.backbone, "sha256": weights[2]})
-    return RunPlan(config, run_dir, action, record, checkpoint, weights)
+    return RunPlan(config, run_dir, action, record, checkpoint, weights, device, record_bytes)
 
 
 def _version(package: str) -> str | None:
@@ -113,7 +187,7 @@ def environment(device) -> dict[str, Any]:
     }
 
 
-def _setup_torch(config: Config):
+def _setup_torch(config: Config) -> None:
     import torch
 
     if config.run.threads:
@@ -123,10 +197,6 @@ def _setup_torch(config: Config):
         torch.use_deterministic_algorithms(True)
         torch.backends.cudnn.benchmark = False
         torch.backends.cudnn.deterministic = True
-    requested = config.run.device
-    if requested == "auto":
-        requested = "cuda" if torch.cuda.is_available() else "cpu"
-    return torch.device(requested)
 
 
 def results_table(record: RunRecord) -> str:
@@ -168,32 +238,69 @@ def _efficiency_summary(steps: list[dict[str, Any]], wall_seconds: float) -> dic
     }
 
 
+def chance_warning(data: dict[str, Any]) -> str | None:
+    """A warning when the final accuracy cannot be told apart from guessing: within three binomial
+    standard deviations of chance on the test images of the last evaluation."""
+    metrics, steps = data.get("metrics") or {}, data.get("steps") or []
+    accuracy, chance = metrics.get("last_accuracy"), metrics.get("chance_last_accuracy")
+    n = steps[-1].get("n_test") if steps else None
+    if accuracy is None or not chance or not n:
+        return None
+    if accuracy > chance + 3 * math.sqrt(chance * (1 - chance) / n):
+        return None
+    return (f"final accuracy {100 * accuracy:.1f}% is indistinguishable from chance ({100 * chance:.1f}% on {n} test images): "
+            "training probably failed (learning rate, divergence or data); do not use these numbers")
+
+
 def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
     """Train and evaluate every experience; returns the finished run record."""
     plan = plan_run(config)
     say = (lambda *a, **k: None) if quiet else (lambda *a, **k: print(*a, **k, flush=True))
     if plan.action == "finished":
-        say(f"{plan.run_dir} already finished; nothing to do (use another --run_name to run again)")
-        say(results_table(plan.record))
-        if in_sweep_agent():  # an agent re-ran a finished config: report its metric to the new run
-            tracker = WandbTracker(config, plan.run_dir, run_id=None)
-            tracker.start()
-            tracker.log_summary(plan.record.data["metrics"])
-            tracker.finish()
-        return plan.record
+        return _report_finished(plan, say)
 
-    import torch
+    plan.run_dir.mkdir(parents=True, exist_ok=True)
+    with RunLock(plan.run_dir):
+        record_path = plan.run_dir / RECORD_FILE
+        if (record_path.read_bytes() if record_path.is_file() else None) != plan.record_bytes:
+            plan = plan_run(config)  # another process wrote the record between our checks and our lock
+            if plan.action == "finished":
+                return _report_finished(plan, say)
+        return _train(plan, say)
+
+
+def _report_finished(plan: RunPlan, say) -> RunRecord:
+    say(f"{plan.run_dir} already finished; nothing to do (use another --run_name to run again)")
+    say(results_table(plan.record))
+    if in_sweep_agent():  # an agent re-ran a finished config: report its metric to the new run
+        tracker = WandbTracker(plan.config, plan.run_dir, run_id=None)
+        tracker.start()
+        tracker.log_summary(plan.record.data["metrics"])
+        tracker.finish()
+    return plan.record
+
+
+def _mark_stopped(record: RunRecord, error: BaseException, status: str) -> None:
+    """Record why the run stopped; on a full disk the last complete record stays as it is."""
+    try:
+        record.fail(error, status=status)
+    except RunStopped:
+        pass
+
+
+def _train(plan: RunPlan, say) -> RunRecord:
+    import torch  # noqa: F401
 
     from cl_bench.backbones import build_backbone
     from cl_bench.benches.streams import build_streams
     from cl_bench.efficiency import BlockPassCounter, ThroughputMeter, peak_memory_mb, reset_peak_memory
     from cl_bench.training.evaluation import evaluate_seen_classes
-    from cl_bench.training.plugins import LossLogger, PredictionCollector, ProgressBar, RunGuard
+    from cl_bench.training.plugins import (HEALTH_CHECK_EVERY, HealthCheck, LossLogger, PredictionCollector,
+                                           ProgressBar, RunGuard, check_finite_state)
 
-    device = _setup_torch(config)
+    config, run_dir, device = plan.config, plan.run_dir, plan.device
+    _setup_torch(config)
     seeding.seed_everything(config.run.seed)
-    run_dir = plan.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
     sizes = config.classes_per_experience()
     n_experiences = len(sizes)
     path, source, sha256 = plan.weights
@@ -228,26 +335,27 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
 
     previous_wandb = (record.data.get("wandb") or {}).get("run_id")
     tracker = WandbTracker(config, run_dir, run_id=previous_wandb)
-    wandb_info = tracker.start()
-    record.update(status="running", error=None, wandb=wandb_info, environment=environment(device))
-    say(f"run {run_dir} ({'resuming at experience ' + str(start) if start else 'new'}); "
-        f"W&B {wandb_info['mode']} ({wandb_info['reason']})")
-
-    guard = RunGuard()
+    guard = RunGuard(stop_at_once=True)  # until training starts, a signal stops at once (W&B start, data, model)
     guard.install()
-    wall_start = time.perf_counter()
     try:
+        wandb_info = tracker.start()
+        record.update(status="running", error=None, wandb=wandb_info, environment=environment(device))
+        say(f"run {run_dir} ({'resuming at experience ' + str(start) if start else 'new'}); "
+            f"W&B {wandb_info['mode']} ({wandb_info['reason']})")
+        wall_start = time.perf_counter()
         streams = build_streams(config)
         record.update(class_order=streams.class_order, class_names=streams.class_names, test_sizes=streams.test_sizes())
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
-        plugins = [guard, collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
+        plugins = [guard, HealthCheck(HEALTH_CHECK_EVERY), collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
         strategy_class = STRATEGIES[config.run.strategy].load_class()
         strategy = strategy_class.from_config(config, model=backbone.vit, device=device, plugins=plugins)
         counter = BlockPassCounter(backbone.vit.blocks)
         if checkpoint:
             strategy.load_learned_state(checkpoint["learned_state"])
             seeding.restore_rng_state(checkpoint["rng"])
+        guard.stop_at_once = False
+        guard.raise_if_signalled()
 
         for t in range(start, n_experiences):
             reset_peak_memory(device)
@@ -255,6 +363,8 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
             strategy.train(streams.train_stream[t], eval_streams=[], num_workers=config.run.num_workers)
             train_seconds = time.perf_counter() - train_start
             guard.raise_if_signalled()
+            # Before anything of experience t is recorded: what it learned (prototypes included) is finite.
+            check_finite_state(strategy.learned_state(), where=f"after training experience {t}")
             result = evaluate_seen_classes(strategy, streams, t, collector=collector, counter=counter,
                                            shuffle_seed=config.run.seed * EVAL_SEED_STRIDE + t,
                                            num_workers=config.run.num_workers)
@@ -296,19 +406,23 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
                 f"{result.vit_passes_per_image:.2f} ViT passes/img")
 
         efficiency_summary = _efficiency_summary(record.data["steps"], time.perf_counter() - wall_start)
-        record.finish(efficiency=efficiency_summary)
+        warning = chance_warning(record.data)
+        record.finish(efficiency=efficiency_summary, warnings=[warning] if warning else [])
+        if warning:
+            print(f"warning: {warning}", file=sys.stderr, flush=True)
         tracker.log_summary({**record.data["metrics"], "R": record.data["R"],
                              "classes_per_experience": sizes, "test_sizes": record.data["test_sizes"],
                              **{f"efficiency/{k}": v for k, v in efficiency_summary.items()}})
         tracker.finish(0)
         say(results_table(record))
         return record
-    except RunInterrupted as error:
-        record.fail(error, status="interrupted")
+    except (RunInterrupted, KeyboardInterrupt) as error:
+        interrupted = error if isinstance(error, RunInterrupted) else RunInterrupted(guard.signal_received or signal.SIGINT)
+        _mark_stopped(record, interrupted, "interrupted")
         tracker.finish(1)
-        raise
+        raise interrupted from None
     except BaseException as error:
-        record.fail(error)
+        _mark_stopped(record, error, "failed")
         tracker.finish(1)
         raise
     finally:

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from cl_bench.errors import DiskWriteError, RecordError
 from cl_bench.metrics import old_new_accuracy, summarize
 
 __all__ = ["RunRecord", "atomic_write_bytes", "RECORD_FORMAT", "RECORD_FILE"]
@@ -70,8 +71,18 @@ class RunRecord:
 
     @classmethod
     def load(cls, run_dir: Path) -> "RunRecord":
+        """The record of ``run_dir``; a damaged one is a ``RecordError`` naming the file, never a traceback."""
         path = run_dir / RECORD_FILE
-        return cls(path, json.loads(path.read_text()))
+        try:
+            data = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as error:
+            raise RecordError(
+                f"{path} is not valid JSON (truncated or edited: {error}); move the run directory away "
+                "or use --run_name=NEW to start over"
+            ) from None
+        if not isinstance(data, dict) or not isinstance(data.get("status"), str) or not isinstance(data.get("steps"), list):
+            raise RecordError(f"{path} is not a cl-bench run record (no status or steps); move it away or use --run_name=NEW")
+        return cls(path, data)
 
     @property
     def status(self) -> str:
@@ -83,7 +94,12 @@ class RunRecord:
 
     def save(self) -> None:
         self.data["updated"] = _now()
-        atomic_write_bytes(self.path, json.dumps(self.data, indent=1, default=str).encode())
+        try:
+            atomic_write_bytes(self.path, json.dumps(self.data, indent=1, default=str).encode())
+        except OSError as error:
+            raise DiskWriteError(
+                f"could not write {self.path} ({error.strerror or error}); the previous record is intact"
+            ) from error
 
     def update(self, **fields: Any) -> None:
         self.data.update(fields)

@@ -38,8 +38,10 @@ def load_object(path: str) -> Any:
 
 
 def did_you_mean(name: str, allowed: list[str]) -> str:
-    close = difflib.get_close_matches(name, allowed, n=1)
-    return f" (did you mean '{close[0]}'?)" if close else ""
+    """A suggestion matched case-insensitively (``CL_LORA`` -> ``cl_lora``)."""
+    by_lower = {a.lower(): a for a in allowed}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return f" (did you mean '{by_lower[close[0]]}'?)" if close else ""
 
 
 class Registry(Generic[T]):

@@ -37,6 +37,8 @@ __all__ = [
 SWEEP_METRICS = ("avg_accuracy", "last_accuracy", "forgetting", "bwt")
 _METHODS = ("grid", "random", "bayes")
 _ARGS_MACRO = "${args}"
+#: Keys ``sweeps/local.py`` passes to every run itself.
+_RUNNER_KEYS = ("out_dir", "resume")
 
 
 class SweepError(UserError):
@@ -95,9 +97,21 @@ def _format(value: Any) -> str:
     return str(value)
 
 
-def _candidates(name: str, spec: dict[str, Any]) -> list[Any]:
+#: Distributions W&B's grid search can enumerate, besides ``value``/``values``.
+_GRID_DISTRIBUTIONS = ("int_uniform", "q_uniform")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _candidates(name: str, spec: Any, method: str = "random") -> list[Any]:
     """The values of a parameter that bound what it can produce: all listed values, or a
-    distribution's extremes (and an inner point)."""
+    distribution's extremes (and an inner point). Refuses what W&B would reject only mid-sweep."""
+    if not isinstance(spec, dict):
+        raise SweepError(f"parameter '{name}' must be a mapping such as {{value: {spec!r}}} or {{values: [...]}}, got {spec!r}")
+    if method == "grid" and "probabilities" in spec:
+        raise SweepError(f"parameter '{name}': grid search takes no probabilities")
     if "value" in spec:
         return [spec["value"]]
     if "values" in spec:
@@ -107,9 +121,16 @@ def _candidates(name: str, spec: dict[str, Any]) -> list[Any]:
         return values
     if "min" in spec and "max" in spec:
         low, high = spec["min"], spec["max"]
+        if not (_is_number(low) and _is_number(high)):
+            raise SweepError(f"parameter '{name}': min and max must be finite numbers, got {low!r} and {high!r}")
         if low > high:
             raise SweepError(f"parameter '{name}' has min {low} > max {high}")
         distribution = spec.get("distribution", "int_uniform" if isinstance(low, int) and isinstance(high, int) else "uniform")
+        if method == "grid" and distribution not in _GRID_DISTRIBUTIONS:
+            raise SweepError(
+                f"parameter '{name}': grid search cannot enumerate a {distribution} range from {low} to {high}; "
+                "list the points with values: [...], use integer min/max, or method random or bayes"
+            )
         if distribution.startswith("int") or distribution.startswith("q"):
             return [low, high]
         if "log" in distribution and "values" not in distribution:  # log_uniform: bounds are exponents
@@ -121,12 +142,13 @@ def _candidates(name: str, spec: dict[str, Any]) -> list[Any]:
 def candidate_assignments(spec: SweepSpec) -> Iterator[dict[str, Any]]:
     """Every grid point, or the corners of a random/bayes search space."""
     names = list(spec.parameters)
-    for combo in itertools.product(*(_candidates(n, spec.parameters[n]) for n in names)):
+    for combo in itertools.product(*(_candidates(n, spec.parameters[n], spec.data.get("method")) for n in names)):
         yield dict(zip(names, combo))
 
 
-def validate_sweep(spec: SweepSpec) -> int:
-    """Refuse a sweep file before anything runs; returns how many assignments were checked."""
+def validate_sweep(spec: SweepSpec, extra: dict[str, str] | None = None) -> int:
+    """Refuse a sweep file, and the ``--key=value`` pairs passed to every run, before anything runs;
+    returns how many assignments were checked."""
     data, where = spec.data, spec.path
     if data.get("program") != "sweeps/run.py":
         raise SweepError(f"{where}: program must be sweeps/run.py, got {data.get('program')!r}")
@@ -148,13 +170,18 @@ def validate_sweep(spec: SweepSpec) -> int:
     for required in ("strategy", "bench"):
         if required not in params:
             raise SweepError(f"{where}: parameter '{required}' is required")
+    extra = dict(extra or {})
+    both = sorted(set(extra) & (set(params) | set(_RUNNER_KEYS)))
+    if both:
+        raise SweepError(f"--{both[0]} is set by the sweep runner or file and cannot also be given on the command line")
     checked = 0
     for assignment in candidate_assignments(spec):
-        values = {k: _format(v) for k, v in assignment.items()}
+        values = {**{k: _format(v) for k, v in assignment.items()}, **extra}
         try:
             resolve_config(values.pop("strategy"), values.pop("bench"), values)
         except ConfigError as error:
-            raise SweepError(f"{where}: sweeps/run.py rejects {' '.join(command_args(assignment))}: {error}") from None
+            shown = " ".join(command_args(assignment) + [f"--{k}={v}" for k, v in extra.items()])
+            raise SweepError(f"{where}: sweeps/run.py rejects {shown}: {error}") from None
         checked += 1
     return checked
 
@@ -170,7 +197,10 @@ class SweepState:
     @classmethod
     def open(cls, path: Path) -> "SweepState":
         if path.is_file():
-            return cls(path, json.loads(path.read_text())["runs"])
+            try:
+                return cls(path, json.loads(path.read_text())["runs"])
+            except (ValueError, KeyError, TypeError):
+                raise SweepError(f"{path} is damaged (not the JSON the runner writes); move it away to start the sweep over") from None
         path.parent.mkdir(parents=True, exist_ok=True)
         return cls(path)
 

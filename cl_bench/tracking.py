@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["WandbTracker", "choose_wandb_mode", "in_sweep_agent"]
+__all__ = ["WandbTracker", "choose_wandb_mode", "in_sweep_agent", "exit_now_if_start_abandoned"]
 
 _PROBE_TIMEOUT_S = 3.0
 
@@ -64,6 +64,20 @@ def choose_wandb_mode(requested: str, timeout: float = _PROBE_TIMEOUT_S) -> tupl
     return "online", "API key and server"
 
 
+#: W&B starts that failed or were interrupted in this process. W&B's exit handlers then wait for the
+#: abandoned start (25-38 s against a server that never answers); entry points skip them.
+_abandoned_starts: list[str] = []
+
+
+def exit_now_if_start_abandoned(exit_code: int) -> None:
+    """End the process at once, skipping W&B's exit handlers, when a W&B start was abandoned. Run
+    records and any offline W&B run are already complete on disk by then; for entry points only."""
+    if _abandoned_starts:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(exit_code)
+
+
 def _warn(message: str) -> None:
     print(f"warning: W&B {message}; training continues and the run record on disk stays complete", file=sys.stderr)
 
@@ -98,8 +112,12 @@ class WandbTracker:
                 self._define_axes()
                 break
             except Exception as error:
+                _abandoned_starts.append(attempt)
                 _warn(f"{attempt} start failed ({type(error).__name__}: {str(error)[:200]})")
                 self.reason = f"{attempt} start failed"
+            except BaseException:  # Ctrl-C while W&B starts
+                _abandoned_starts.append(attempt)
+                raise
         return self.info()
 
     def _init_kwargs(self, mode: str, wandb) -> dict[str, Any]:

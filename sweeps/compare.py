@@ -17,27 +17,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cl_bench.catalog  # noqa: E402,F401  (every strategy, bench and backbone name)
 from cl_bench.cli import parse_args  # noqa: E402
 from cl_bench.config import resolve_config  # noqa: E402
-from cl_bench.errors import UserError  # noqa: E402
+from cl_bench.errors import ConfigError, report_errors  # noqa: E402
 from cl_bench.registry import BENCHES, STRATEGIES  # noqa: E402
 
 PROG = "sweeps/compare.py"
 
 
 def main(argv: list[str] | None = None) -> int:
+    return report_errors(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _main(argv: list[str]) -> int:
+    values, want_help = parse_args(argv)
+    if want_help:
+        print(__doc__)
+        return 0
+    bench = values.pop("bench", "digits_animals")
+    strategies = values.pop("strategies", ",".join(STRATEGIES.names())).split(",")
     try:
-        values, want_help = parse_args(sys.argv[1:] if argv is None else argv)
-        if want_help:
-            print(__doc__)
-            return 0
-        bench = values.pop("bench", "digits_animals")
-        strategies = values.pop("strategies", ",".join(STRATEGIES.names())).split(",")
         seeds = [int(s) for s in values.pop("seeds", "1993").split(",")]
-        configs = [resolve_config(name, bench, {**values, "seed": seed, "resume": "true"})
-                   for name in strategies for seed in seeds]
-        BENCHES[bench].check_data(configs[0].bench)
-    except (UserError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    except ValueError:
+        raise ConfigError("--seeds expects comma-separated integers", key="seeds") from None
+    configs = [resolve_config(name, bench, {**values, "seed": seed, "resume": "true"})
+               for name in strategies for seed in seeds]
+    BENCHES[bench].check_data(configs[0].bench)
 
     from cl_bench.analysis import format_mean_ci, load_local_runs, summary_table
     from cl_bench.experiment import run_experiment
@@ -46,11 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     names = []
     for config in configs:
         print(f"\n== {config.run.strategy}, seed {config.run.seed}", flush=True)
-        try:
-            record = run_experiment(config, quiet=False)
-        except UserError as error:
-            print(f"{PROG}: error: {error}", file=sys.stderr)
-            return 2
+        record = run_experiment(config, quiet=False)
         names.append(record.data["run_name"])
 
     runs = load_local_runs(configs[0].run.out_dir)
@@ -76,4 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from cl_bench.tracking import exit_now_if_start_abandoned
+
+    code = main()
+    exit_now_if_start_abandoned(code)  # W&B's exit handlers would wait 25-38 s for an abandoned start
+    sys.exit(code)

@@ -8,7 +8,8 @@ the best configurations with their metric aggregated over seeds.
 
 Options: --count N (new runs this time; default: the whole grid, or 10 for random/bayes),
 --parallel K (runs at once, default 1), --out-dir DIR (run records, default runs/), and any
---key=value, passed to every run (e.g. --wandb_mode=offline).
+--key=value, passed to every run (e.g. --wandb_mode=offline) and checked with every command line first.
+Exit codes: 0, 2 for a sweep file or key that run.py would reject, 3 when no run of the sweep finished.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import cl_bench.catalog  # noqa: E402,F401  (every strategy, bench and backbone name)
-from cl_bench.errors import UserError  # noqa: E402
+from cl_bench.errors import RunStopped, UserError, report_errors  # noqa: E402
 from cl_bench.sweeping import (  # noqa: E402
     SweepState,
     best_configurations,
@@ -72,24 +73,37 @@ def _metric_of(params: dict, extra_values: dict, out_dir: Path, metric: str):
     return (record.data["metrics"] or {}).get(metric), str(run_dir)
 
 
+def _finished_entry(name: str, params: dict, extra_values: dict, out_dir: Path, metric_name: str) -> dict:
+    """The state entry of a run that exited 0, with its metric (None when the split has none, e.g.
+    forgetting after one experience)."""
+    try:
+        metric, run_dir = _metric_of(params, extra_values, out_dir, metric_name)
+    except UserError as error:  # the record is unreadable: count the run as failed, it is retried next time
+        print(f"[{name}] failed: {error}", flush=True)
+        return {"status": "failed", "metric": None}
+    shown = "n/a (not defined for this run)" if metric is None else f"{metric:.4f}"
+    print(f"[{name}] finished: {metric_name} = {shown}", flush=True)
+    return {"status": "finished", "metric": metric, "run_dir": run_dir}
+
+
 def main(argv: list[str] | None = None) -> int:
+    return report_errors(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
     parser.add_argument("sweep")
     parser.add_argument("--count", type=int, default=None)
     parser.add_argument("--parallel", type=int, default=1)
     parser.add_argument("--out-dir", default="runs")
     args, extra = parser.parse_known_args(argv)
-    try:
-        spec = load_sweep(args.sweep)
-        checked = validate_sweep(spec)
-        if args.parallel < 1 or (args.count is not None and args.count < 0):
-            raise UserError("--parallel must be >= 1 and --count >= 0")
-        from cl_bench.cli import parse_args
+    from cl_bench.cli import parse_args
 
-        extra_values, _ = parse_args(extra)
-    except UserError as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    extra_values, _ = parse_args(extra)  # checked with every command line of the sweep, before any run
+    spec = load_sweep(args.sweep)
+    checked = validate_sweep(spec, extra_values)
+    if args.parallel < 1 or (args.count is not None and args.count < 0):
+        raise UserError("--parallel must be >= 1 and --count >= 0")
 
     out_dir = Path(args.out_dir).expanduser().resolve()
     state = SweepState.open(out_dir / "sweeps" / spec.name / "state.json")
@@ -131,9 +145,7 @@ def main(argv: list[str] | None = None) -> int:
                 del running[name]
                 entry = {"name": name, "params": params, "exit_code": proc.returncode}
                 if proc.returncode == 0:
-                    metric, run_dir = _metric_of(params, extra_values, out_dir, spec.metric)
-                    entry.update(status="finished", metric=metric, run_dir=run_dir)
-                    print(f"[{name}] finished: {spec.metric} = {metric:.4f}", flush=True)
+                    entry.update(_finished_entry(name, params, extra_values, out_dir, spec.metric))
                 else:
                     entry.update(status="failed", metric=None)
                     print(f"[{name}] failed with exit code {proc.returncode} (log: {log_dir / (name + '.log')}); "
@@ -151,6 +163,8 @@ def main(argv: list[str] | None = None) -> int:
         ci = "" if row["ci"] != row["ci"] else f" ± {row['ci']:.4f}"
         shown = " ".join(f"{k}={v}" for k, v in row["params"].items())
         print(f"  {row['mean']:.4f}{ci}  (n={row['n_seeds']})  {shown}")
+    if launched and not state.finished():
+        raise RunStopped(f"no run of sweep {spec.name} finished ({len(failed)} failed); their logs are in {log_dir}")
     return 0
 
 

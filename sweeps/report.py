@@ -19,6 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from cl_bench.errors import UserError, report_errors  # noqa: E402
+
 PROG = "sweeps/report.py"
 DEFAULT_OUT = "reports"
 FIGURES = "figures"
@@ -27,7 +29,7 @@ TESTED_METRICS = ("last_accuracy", "avg_accuracy")
 REPRODUCTION_HEADING = "## Reproduction ledgers: paper numbers against ours"
 
 
-class ReportError(Exception):
+class ReportError(UserError):
     """Bad input: reported as one line on stderr with exit code 2."""
 
 
@@ -50,7 +52,7 @@ def load(args: argparse.Namespace):
     try:
         runs, source = analysis.load_runs(args.runs, wandb_project=args.wandb_project, entity=args.entity,
                                           sweep=args.sweep, group=args.group)
-    except FileNotFoundError as error:
+    except (FileNotFoundError, ValueError) as error:
         raise ReportError(str(error)) from error
     except Exception as error:  # W&B: no network, no key, no such project
         if not args.wandb_project:
@@ -127,16 +129,19 @@ def build_report(runs, source: str, out: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    try:
-        runs, source = load(args)
-    except (ReportError, ValueError) as error:
-        print(f"{PROG}: error: {error}", file=sys.stderr)
-        return 2
+    return report_errors(PROG, lambda: _main(sys.argv[1:] if argv is None else list(argv)))
+
+
+def _main(argv: list[str]) -> int:
+    args = parse_args(argv)
+    runs, source = load(args)
     out = Path(args.out)
-    text = build_report(runs, source, out)
     path = out / "report.md"
-    path.write_text(text)
+    try:
+        text = build_report(runs, source, out)
+        path.write_text(text)
+    except OSError as error:
+        raise ReportError(f"cannot write the report in {out} ({error.strerror or error})") from None
     print(path)
     return 0
 

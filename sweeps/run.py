@@ -7,6 +7,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a ch
 
 import cl_bench.catalog  # noqa: E402,F401  (every strategy, bench and backbone name)
 from cl_bench.cli import main  # noqa: E402
+from cl_bench.tracking import exit_now_if_start_abandoned  # noqa: E402
 
 if __name__ == "__main__":
-    sys.exit(main())
+    code = main()
+    exit_now_if_start_abandoned(code)  # W&B's exit handlers would wait 25-38 s for an abandoned start
+    sys.exit(code)

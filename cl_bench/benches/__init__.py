@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from cl_bench.config import SplitConfig, option
 from cl_bench.errors import DataMissingError
@@ -37,6 +39,9 @@ FASHION_MNIST_FILES = (
     "t10k-labels-idx1-ubyte.gz",
 )
 _DEBIAN_FASHION_MNIST = "/usr/share/datasets/fashion-mnist"
+#: Where torchvision downloads CIFAR-100 from (``datasets.CIFAR100.url``; not imported here, it is heavy).
+CIFAR100_URL = "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz"
+NETWORK_PROBE_TIMEOUT_S = 3.0
 
 
 def default_data_root() -> Path:
@@ -125,14 +130,27 @@ def _check_mnist_family(config: FashionMnistConfig) -> None:
     _require_fashion_mnist("mnist_family30", config)
 
 
+def _unreachable(url: str, timeout: float = NETWORK_PROBE_TIMEOUT_S) -> str | None:
+    """Why ``url``'s server cannot be reached now, or None: one bounded TCP connect, no download."""
+    parsed = urlparse(url)
+    try:
+        with socket.create_connection((parsed.hostname or "", parsed.port or 443), timeout=timeout):
+            return None
+    except OSError as error:
+        return f"{parsed.hostname} unreachable: {error.strerror or type(error).__name__}"
+
+
 def _check_cifar100(config: Cifar100Config) -> None:
     root = Path(config.data_root).expanduser() if config.data_root else default_data_root()
     folder = root / "cifar-100-python"
-    if not config.download and not all((folder / name).is_file() for name in ("train", "test", "meta")):
-        raise DataMissingError(
-            f"CIFAR-100 is missing: expected {folder}/{{train,test,meta}} (the extracted cifar-100-python.tar.gz); "
-            "set --data_root or $CL_BENCH_DATA, or allow --download=true"
-        )
+    if all((folder / name).is_file() for name in ("train", "test", "meta")):
+        return
+    expected = f"expected {folder}/{{train,test,meta}} (the extracted cifar-100-python.tar.gz); set --data_root or $CL_BENCH_DATA"
+    if not config.download:
+        raise DataMissingError(f"CIFAR-100 is missing: {expected}, or allow --download=true")
+    reason = _unreachable(CIFAR100_URL)  # found now, not after the run record is written
+    if reason is not None:
+        raise DataMissingError(f"CIFAR-100 is missing and cannot be downloaded ({reason}): {expected}")
 
 
 def _check_imagenet_r(config: ImageNetRConfig) -> None:

@@ -38,12 +38,16 @@ def load_cifar100(config) -> RawBench:
     root = _root(bench)
     previous_timeout = socket.getdefaulttimeout()
     socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # never hang on a network that half-answers
-    try:
-        train = datasets.CIFAR100(str(root), train=True, download=bench.download)
-        test = datasets.CIFAR100(str(root), train=False, download=bench.download)
+    folder = root / "cifar-100-python"
+    present = all((folder / name).is_file() for name in ("train", "test", "meta"))
+    try:  # files on disk are never replaced by a download: if they fail the check, they are corrupt
+        train = datasets.CIFAR100(str(root), train=True, download=bench.download and not present)
+        test = datasets.CIFAR100(str(root), train=False, download=bench.download and not present)
     except Exception as error:  # URLError offline, RuntimeError for missing or corrupt files
+        problem = ("its files fail torchvision's md5 check (corrupt or incomplete); delete them to download again"
+                   if present else f"{type(error).__name__}: {error}")
         raise DataMissingError(
-            f"CIFAR-100 could not be loaded from {root}/cifar-100-python ({type(error).__name__}: {error}); "
+            f"CIFAR-100 could not be loaded from {folder} ({problem}); "
             "put the extracted cifar-100-python.tar.gz there (files train, test, meta) or set --data_root / $CL_BENCH_DATA"
         ) from None
     finally:

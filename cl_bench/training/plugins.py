@@ -5,15 +5,19 @@ from __future__ import annotations
 import math
 import signal
 import sys
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from avalanche.core import SupervisedPlugin
 from tqdm.auto import tqdm
 
-from cl_bench.errors import NonFiniteLossError, RunInterrupted
+from cl_bench.errors import DivergenceError, NonFiniteLossError, RunInterrupted
 
-__all__ = ["PredictionCollector", "RunGuard", "ProgressBar", "LossLogger", "Autocast", "check_finite"]
+__all__ = ["PredictionCollector", "RunGuard", "HealthCheck", "ProgressBar", "LossLogger", "Autocast", "check_finite",
+           "check_finite_state", "HEALTH_CHECK_EVERY"]
+
+#: Training steps between two divergence checks of the trainable tensors and logits (one device sync each).
+HEALTH_CHECK_EVERY = 50
 
 
 class PredictionCollector(SupervisedPlugin):
@@ -51,13 +55,56 @@ def check_finite(loss: torch.Tensor, strategy, what: str = "loss") -> None:
         )
 
 
+def _where(strategy) -> str:
+    clock = strategy.clock
+    return (f"experience {strategy.experience_index}, epoch {clock.train_exp_epochs}, "
+            f"step {clock.train_epoch_iterations} (iteration {clock.train_iterations})")
+
+
+def _tensors(obj: Any, prefix: str = "") -> Iterator[tuple[str, torch.Tensor]]:
+    if isinstance(obj, torch.Tensor):
+        yield prefix, obj
+    elif isinstance(obj, dict):
+        for key, value in obj.items():
+            yield from _tensors(value, f"{prefix}.{key}" if prefix else str(key))
+    elif isinstance(obj, (list, tuple)):
+        for i, value in enumerate(obj):
+            yield from _tensors(value, f"{prefix}[{i}]")
+
+
+def _first_non_finite(named: list[tuple[str, torch.Tensor]]) -> str | None:
+    """The name of the first tensor holding a NaN or an infinity; one device sync when all are finite."""
+    floats = [(name, t.detach()) for name, t in named if t.is_floating_point() and t.numel()]
+    if not floats:
+        return None
+    flags = torch.stack([torch.isfinite(t).all().to(floats[0][1].device) for _, t in floats])
+    if bool(flags.all()):
+        return None
+    return next(name for (name, _), ok in zip(floats, flags.tolist()) if not ok)
+
+
+def check_finite_state(state: Any, *, where: str) -> None:
+    """Refuse to record or checkpoint a learned state (adapters, prompts, heads, prototypes) holding
+    NaN or infinity: the run stops like on a non-finite loss, and the last good checkpoint stays."""
+    bad = _first_non_finite(list(_tensors(state)))
+    if bad is not None:
+        raise DivergenceError(f"training diverged: non-finite values in {bad} {where}")
+
+
+def _bad_logits(logits: torch.Tensor) -> torch.Tensor:
+    """NaN or +inf; -inf is how some methods mask classes out, so it is allowed."""
+    return torch.isnan(logits).any() | torch.isposinf(logits).any()
+
+
 class RunGuard(SupervisedPlugin):
     """Stops on a NaN/inf loss before it updates anything, and turns SIGINT/SIGTERM into a clean
     stop after the current step."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, stop_at_once: bool = False) -> None:
         super().__init__()
         self.signal_received: int | None = None
+        #: Before training starts (W&B start, data, model) there is no step to finish: stop at once.
+        self.stop_at_once = stop_at_once
         self._previous: dict[int, Callable] = {}
 
     def install(self) -> None:
@@ -70,7 +117,8 @@ class RunGuard(SupervisedPlugin):
         self._previous = {}
 
     def _on_signal(self, signum, frame) -> None:
-        if self.signal_received is not None:  # a second signal: stop now
+        if self.signal_received is not None or self.stop_at_once:  # a second signal, or nothing to finish: stop now
+            self.signal_received = self.signal_received or signum
             raise KeyboardInterrupt
         self.signal_received = signum
         print(f"\nsignal {signum}: finishing the current step, then stopping", file=sys.stderr)
@@ -87,6 +135,51 @@ class RunGuard(SupervisedPlugin):
 
     def after_eval_iteration(self, strategy, **kwargs) -> None:
         self.raise_if_signalled()
+
+
+class HealthCheck(SupervisedPlugin):
+    """Stops a diverged run: non-finite trainable parameters or logits every ``every`` training steps
+    and at the end of each epoch, non-finite evaluation logits at the end of each evaluation. Checks
+    are batched into one device sync each, never one per step (the loss check has its own)."""
+
+    def __init__(self, every: int = HEALTH_CHECK_EVERY) -> None:
+        super().__init__()
+        self.every = every
+        self.trained_experience: int | None = None
+        self._eval_bad: torch.Tensor | None = None
+
+    def _check_training(self, strategy) -> None:
+        named = [(f"parameter {name}", p) for name, p in strategy.model.named_parameters() if p.requires_grad]
+        if isinstance(getattr(strategy, "mb_output", None), torch.Tensor):
+            logits = strategy.mb_output.detach()
+            named.append(("the training logits", torch.where(torch.isneginf(logits), 0.0, logits)))
+        bad = _first_non_finite(named)
+        if bad is not None:
+            raise DivergenceError(f"training diverged: non-finite values in {bad} at {_where(strategy)}")
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        if strategy.clock.train_iterations % self.every == 0:
+            self._check_training(strategy)
+
+    def after_training_epoch(self, strategy, **kwargs) -> None:
+        self._check_training(strategy)
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        self.trained_experience = strategy.experience_index
+
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        self._eval_bad = None
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        bad = _bad_logits(strategy.mb_output.detach())  # no sync: accumulated on the device
+        self._eval_bad = bad if self._eval_bad is None else self._eval_bad | bad
+
+    def after_eval_exp(self, strategy, **kwargs) -> None:
+        if self._eval_bad is not None and bool(self._eval_bad):
+            raise DivergenceError(
+                f"training diverged: non-finite values in the evaluation logits (NaN or +inf) after training "
+                f"experience {self.trained_experience}"
+            )
 
 
 class ProgressBar(SupervisedPlugin):
