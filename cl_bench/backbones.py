@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,9 +19,9 @@ from cl_bench.registry import BACKBONES, BackboneEntry
 
 __all__ = ["BackboneInfo", "Backbone", "resolve_weights", "build_backbone", "file_sha256", "MINI_VIT_WEIGHTS"]
 
-# Bounded network waits for the Hugging Face hub: an offline run must fail fast, never hang.
-os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+#: Bounded network waits for the Hugging Face hub (seconds): an offline run must fail fast, never hang.
+HUB_ETAG_TIMEOUT_S = 10.0
+HUB_DOWNLOAD_TIMEOUT_S = 30.0
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 MINI_VIT_WEIGHTS = WEIGHTS_DIR / "vit_mini_patch4_28.fmnist_letters.safetensors"
@@ -87,6 +88,22 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+@contextmanager
+def bounded_hub_download():
+    """The hub's read timeout bounded for one download, then put back; a value the user set in
+    ``HF_HUB_DOWNLOAD_TIMEOUT`` wins. ``huggingface_hub`` reads that variable once, at its import,
+    so the scoped setting is its module constant, not the environment."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    if not os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT"):
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = HUB_DOWNLOAD_TIMEOUT_S
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = previous
+
+
 def _hub_weights(entry: BackboneEntry) -> tuple[Path, str]:
     """The hub file of a timm tag, from the cache or downloaded with bounded timeouts."""
     import timm
@@ -101,7 +118,8 @@ def _hub_weights(entry: BackboneEntry) -> tuple[Path, str]:
     if isinstance(cached, str):
         return Path(cached), "hub cache"
     try:
-        return Path(hf_hub_download(repo, filename)), "hub download"
+        with bounded_hub_download():
+            return Path(hf_hub_download(repo, filename, etag_timeout=HUB_ETAG_TIMEOUT_S)), "hub download"
     except Exception as error:
         reason = f"{type(error).__name__}: {str(error).splitlines()[0][:160]}" if str(error) else type(error).__name__
         raise WeightsUnavailableError(
