@@ -50,6 +50,24 @@ def tiny_config(strategy: str, bench: str = "digits_animals", **overrides: Any):
     return resolve_config(strategy, bench, {**values, **overrides})
 
 
+def preset_config(strategy: str, bench: str, preset: str = "default"):
+    """The config a user gets from ``--strategy S --bench B --preset P`` with nothing else given."""
+    from cl_bench import catalog  # noqa: F401
+    from cl_bench.config import resolve_config
+
+    return resolve_config(strategy, bench, preset=preset)
+
+
+def all_presets() -> list[tuple[str, str, str]]:
+    """Every (strategy, bench, preset) the presets files define."""
+    from cl_bench import catalog  # noqa: F401
+    from cl_bench.config import load_presets
+    from cl_bench.registry import STRATEGIES
+
+    return [(name, bench, preset) for name in STRATEGIES.names()
+            for bench, presets in load_presets(STRATEGIES[name].presets).items() for preset in presets]
+
+
 #: Settings the tiny ViTs need: CODA-Prompt's keys must stay orthogonal in their narrow width.
 TINY_VIT_OVERRIDES: dict[str, dict[str, Any]] = {"coda_prompt": {"pool_size": 10}}
 
