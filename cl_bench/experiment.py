@@ -176,7 +176,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         say(f"{plan.run_dir} already finished; nothing to do (use another --run_name to run again)")
         say(results_table(plan.record))
         if in_sweep_agent():  # an agent re-ran a finished config: report its metric to the new run
-            tracker = WandbTracker(config, plan.run_dir, run_id=None)
+            tracker = WandbTracker(config, plan.run_dir, run_id=None, job_type="train")
             tracker.start()
             tracker.log_summary(plan.record.data["metrics"])
             tracker.finish()
@@ -227,9 +227,12 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         record.data["R"] = [s["accuracy_per_experience"] for s in record.data["steps"]]
 
     previous_wandb = (record.data.get("wandb") or {}).get("run_id")
-    tracker = WandbTracker(config, run_dir, run_id=previous_wandb)
+    tracker = WandbTracker(config, run_dir, run_id=previous_wandb, job_type="train")
     wandb_info = tracker.start()
-    record.update(status="running", error=None, wandb=wandb_info, environment=environment(device))
+    env = environment(device)
+    record.update(status="running", error=None, wandb=wandb_info, environment=env)
+    tracker.update_config({"environment": env, "weights": backbone_record, "config_digest": record.data["config_digest"],
+                           "config_origins": record.data.get("config_origins") or {}})
     say(f"run {run_dir} ({'resuming at experience ' + str(start) if start else 'new'}); "
         f"W&B {wandb_info['mode']} ({wandb_info['reason']})")
 
@@ -239,6 +242,9 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
     try:
         streams = build_streams(config)
         record.update(class_order=streams.class_order, class_names=streams.class_names, test_sizes=streams.test_sizes())
+        tracker.update_config({"protocol": {
+            "class_order": streams.class_order, "class_order_seed": config.effective_class_order_seed,
+            "classes_per_experience": sizes, "class_names": streams.class_names, "test_sizes": streams.test_sizes()}})
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
         plugins = [guard, collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
@@ -278,7 +284,6 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
             tracker.log({"experience": t, "eval/accuracy": step["accuracy"], "eval/old_accuracy": old,
                          "eval/new_accuracy": new, "eval/avg_accuracy": metrics["avg_accuracy"],
                          **{f"efficiency/{k}": v for k, v in efficiency.items()}})
-            tracker.log_accuracy_matrix(record.data["R"])
             save_checkpoint(run_dir, {
                 "format": "cl-bench-checkpoint/1",
                 "finished_experiences": t + 1,
@@ -301,6 +306,9 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         tracker.log_summary({**record.data["metrics"], "R": record.data["R"],
                              "classes_per_experience": sizes, "test_sizes": record.data["test_sizes"],
                              **{f"efficiency/{k}": v for k, v in efficiency_summary.items()}})
+        tracker.log_accuracy_matrix(record.data["R"])
+        tracker.log_run_record(run_dir / RECORD_FILE, record.data,
+                               checkpoint=run_dir / CHECKPOINT_FILE if config.run.wandb_log_checkpoint else None)
         tracker.finish(0)
         say(results_table(record))
         return record

@@ -390,7 +390,7 @@ def harness_overhead(common, streams, device, repeats):
 
     config = resolve_config("ease", CONFIG_BENCH, {**common, "wandb_mode": "offline", "log_every": 1})
     with tempfile.TemporaryDirectory() as tmp:
-        tracker = WandbTracker(config, Path(tmp), run_id=None)
+        tracker = WandbTracker(config, Path(tmp), run_id=None, job_type="efficiency")
         tracker.start()
         subject = Subject("harness", "ease", {**common, "wandb_mode": "offline"}, streams, device, [LossLogger(tracker, 1)])
         strategy, model = subject.strategy, subject.strategy.model

@@ -149,6 +149,20 @@ def wandb_history(run_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any],
     return history, config, summary
 
 
+def wandb_run_facts(run_file: Path) -> dict[str, Any]:
+    """The run's ``job_type`` and its logged artifacts (type, name, file paths) from an offline run file."""
+    facts: dict[str, Any] = {"job_type": None, "artifacts": []}
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            facts["job_type"] = record.run.job_type
+        elif kind == "artifact":
+            artifact = record.artifact
+            facts["artifacts"].append({"type": artifact.type, "name": artifact.name,
+                                       "files": sorted(entry.path for entry in artifact.manifest.contents)})
+    return facts
+
+
 # -- run records for the analysis, notebook and report tests ------------------------------------------
 #: Strategies and seeds of the tiny real runs the analysis tests share (the two fastest on CPU).
 TINY_RECORD_STRATEGIES = ("simple_cil", "l2p")
