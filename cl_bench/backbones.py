@@ -15,6 +15,7 @@ import socket
 import struct
 import textwrap
 import zipfile
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,9 @@ from cl_bench.weights import MINI_VIT_WEIGHTS, WEIGHTS_DIR  # noqa: F401  (re-ex
 __all__ = ["BackboneInfo", "Backbone", "resolve_weights", "check_weights_file", "build_backbone", "load_vit",
            "file_sha256", "MINI_VIT_WEIGHTS"]
 
-# Bounded network waits for the Hugging Face hub: an offline run must fail fast, never hang.
-os.environ.setdefault("HF_HUB_ETAG_TIMEOUT", "10")
-os.environ.setdefault("HF_HUB_DOWNLOAD_TIMEOUT", "30")
+#: Bounded network waits for the Hugging Face hub (seconds): an offline run must fail fast, never hang.
+HUB_ETAG_TIMEOUT_S = 10.0
+HUB_DOWNLOAD_TIMEOUT_S = 30.0
 
 
 for _tag, _summary in (
@@ -110,6 +111,22 @@ def _hub_unreachable() -> str | None:
         return f"{host} unreachable: {error.strerror or type(error).__name__}"
 
 
+@contextmanager
+def bounded_hub_download():
+    """The hub's read timeout bounded for one download, then put back; a value the user set in
+    ``HF_HUB_DOWNLOAD_TIMEOUT`` wins. ``huggingface_hub`` reads that variable once, at its import,
+    so the scoped setting is its module constant, not the environment."""
+    from huggingface_hub import constants
+
+    previous = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    if not os.environ.get("HF_HUB_DOWNLOAD_TIMEOUT"):
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = HUB_DOWNLOAD_TIMEOUT_S
+    try:
+        yield
+    finally:
+        constants.HF_HUB_DOWNLOAD_TIMEOUT = previous
+
+
 def _hub_weights(entry: BackboneEntry) -> tuple[Path, str]:
     """The hub file of a timm tag, from the cache or downloaded with bounded timeouts."""
     import timm
@@ -126,7 +143,8 @@ def _hub_weights(entry: BackboneEntry) -> tuple[Path, str]:
     try:
         reason = _hub_unreachable()  # probed first: the hub client retries with sleeps when offline
         if reason is None:
-            return Path(hf_hub_download(repo, filename)), "hub download"
+            with bounded_hub_download():
+                return Path(hf_hub_download(repo, filename, etag_timeout=HUB_ETAG_TIMEOUT_S)), "hub download"
     except Exception as error:
         first_line = (str(error).splitlines() or [""])[0]
         reason = textwrap.shorten(f"{type(error).__name__}: {first_line}", 200, placeholder=" ...")

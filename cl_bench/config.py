@@ -110,6 +110,9 @@ class RunConfig:
     wandb_entity: str = option("", "W&B entity (team or user)", semantic=False)
     wandb_group: str = option("", "W&B group (default: the config without its seed)", semantic=False)
     wandb_timeout: float = option(20.0, "seconds W&B may take to start before falling back to offline", minimum=0.0, semantic=False)
+    wandb_log_checkpoint: bool = option(
+        False, "also store the final checkpoint as a W&B `model` artifact (it can be large)", semantic=False
+    )
     log_every: int = option(25, "log the training loss every N steps", minimum=1, semantic=False)
 
 

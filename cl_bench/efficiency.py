@@ -1,17 +1,24 @@
-"""Measured cost: parameters, ViT block passes (counted by hooks, not assumed), throughput, memory."""
+"""Measured cost: parameters, ViT block passes (counted by hooks, not assumed), throughput, memory.
+
+A method's cost is what a deployed model pays on an image it has not seen. Caches that only work
+because the protocol re-evaluates the same test images (the prompt methods' query cache) are a
+speed-up of the benchmark harness: ``harness_caches`` finds them and ``bypassing`` turns them off
+for a measurement.
+"""
 
 from __future__ import annotations
 
 import resource
 import sys
 import time
-from contextlib import contextmanager
-from typing import Iterator
+from contextlib import ExitStack, contextmanager
+from typing import Any, Iterator
 
 import torch
 from avalanche.core import SupervisedPlugin
 
-__all__ = ["count_parameters", "BlockPassCounter", "ThroughputMeter", "peak_memory_mb", "reset_peak_memory"]
+__all__ = ["count_parameters", "BlockPassCounter", "ThroughputMeter", "peak_memory_mb", "reset_peak_memory",
+           "harness_caches", "bypassing", "cache_hits"]
 
 
 def count_parameters(module: torch.nn.Module, trainable_only: bool = True) -> int:
@@ -101,3 +108,23 @@ def peak_memory_mb(device: torch.device) -> dict[str, float]:
     rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     divisor = 2**20 if sys.platform == "darwin" else 2**10  # bytes on macOS, KiB on Linux
     return {"peak_rss_mb": rss_kb / divisor}
+
+
+def harness_caches(strategy) -> list[Any]:
+    """The evaluation caches a strategy holds (``QueryCache`` attributes), none for most methods."""
+    from cl_bench.models.prompting import QueryCache
+
+    return [value for value in vars(strategy).values() if isinstance(value, QueryCache)]
+
+
+def cache_hits(caches: list[Any]) -> int:
+    return sum(cache.hits for cache in caches)
+
+
+@contextmanager
+def bypassing(caches: list[Any]) -> Iterator[None]:
+    """Every cache in ``caches`` bypassed (computed, not read or filled) for the duration."""
+    with ExitStack() as stack:
+        for cache in caches:
+            stack.enter_context(cache.bypassed())
+        yield

@@ -219,6 +219,38 @@ def results_table(record: RunRecord) -> str:
     return "\n".join(lines)
 
 
+def deployed_cost(result, hits: int, caches: list, evaluate, *, measure: bool, collector) -> dict[str, Any]:
+    """Evaluation cost as a deployed model pays it (every test image new), beside the harness's.
+
+    ``result`` is the recorded evaluation, run with the strategy's harness caches. When they served
+    no image, its cost is the deployed cost. Otherwise the deployed cost is measured (``measure``:
+    the run's last experience) by evaluating again with the caches bypassed, with the RNG state
+    restored and the recorded predictions kept; at other experiences it is left unmeasured (None).
+    """
+    harness = {"harness_eval_seconds": result.seconds, "harness_eval_images_per_s": result.images_per_second,
+               "harness_vit_passes_per_image": result.vit_passes_per_image, "query_cache_hits": hits if caches else None}
+    from cl_bench.efficiency import bypassing
+
+    deployed = result if hits == 0 else None
+    agreement = None
+    if deployed is None and measure:
+        recorded = collector.result()[0]
+        rng = seeding.capture_rng_state()
+        with bypassing(caches):
+            deployed = evaluate()
+        seeding.restore_rng_state(rng)
+        agreement = float((collector.result()[0] == recorded).float().mean())
+    return {
+        "eval_seconds": deployed.seconds if deployed else None,
+        "eval_images_per_s": deployed.images_per_second if deployed else None,
+        "vit_passes_per_image": deployed.vit_passes_per_image if deployed else None,
+        "block_passes_per_image": deployed.block_passes_per_image if deployed else None,
+        **harness,
+        "harness_eval_speedup": result.images_per_second / deployed.images_per_second if deployed else None,
+        "uncached_prediction_agreement": agreement,
+    }
+
+
 def _efficiency_summary(steps: list[dict[str, Any]], wall_seconds: float) -> dict[str, Any]:
     def median(key):
         values = [s["efficiency"][key] for s in steps if s["efficiency"].get(key) is not None]
@@ -230,9 +262,12 @@ def _efficiency_summary(steps: list[dict[str, Any]], wall_seconds: float) -> dic
         "trainable_parameters_per_experience": [s["efficiency"]["trainable_parameters"] for s in steps],
         "stored_parameters": last["stored_parameters"],
         "train_images_per_s_median": median("train_images_per_s"),
+        # the deployed cost (every test image new); the harness's cached figures beside it
         "eval_images_per_s_last": last["eval_images_per_s"],
         "vit_passes_per_image_last": last["vit_passes_per_image"],
         "block_passes_per_image_last": last["block_passes_per_image"],
+        "harness_eval_images_per_s_last": last.get("harness_eval_images_per_s"),
+        "harness_eval_speedup_last": last.get("harness_eval_speedup"),
         **{k: max(s["efficiency"][k] for s in steps) for k in memory_keys},
         "wall_seconds": wall_seconds,
     }
@@ -250,6 +285,15 @@ def chance_warning(data: dict[str, Any]) -> str | None:
         return None
     return (f"final accuracy {100 * accuracy:.1f}% is indistinguishable from chance ({100 * chance:.1f}% on {n} test images): "
             "training probably failed (learning rate, divergence or data); do not use these numbers")
+
+
+def _eval_cost_text(efficiency: dict[str, Any]) -> str:
+    deployed = (f"eval {efficiency['eval_images_per_s']:.0f} img/s, {efficiency['vit_passes_per_image']:.2f} ViT passes/img"
+                if efficiency["eval_images_per_s"] is not None else "eval cost of new images not measured here")
+    if efficiency["harness_eval_images_per_s"] == efficiency["eval_images_per_s"]:
+        return deployed
+    return (f"{deployed} (harness with its query cache: {efficiency['harness_eval_images_per_s']:.0f} img/s, "
+            f"{efficiency['harness_vit_passes_per_image']:.2f} passes/img)")
 
 
 def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
@@ -273,7 +317,7 @@ def _report_finished(plan: RunPlan, say) -> RunRecord:
     say(f"{plan.run_dir} already finished; nothing to do (use another --run_name to run again)")
     say(results_table(plan.record))
     if in_sweep_agent():  # an agent re-ran a finished config: report its metric to the new run
-        tracker = WandbTracker(plan.config, plan.run_dir, run_id=None)
+        tracker = WandbTracker(plan.config, plan.run_dir, run_id=None, job_type="train")
         tracker.start()
         tracker.log_summary(plan.record.data["metrics"])
         tracker.finish()
@@ -293,7 +337,8 @@ def _train(plan: RunPlan, say) -> RunRecord:
 
     from cl_bench.backbones import build_backbone
     from cl_bench.benches.streams import build_streams
-    from cl_bench.efficiency import BlockPassCounter, ThroughputMeter, peak_memory_mb, reset_peak_memory
+    from cl_bench.efficiency import (BlockPassCounter, ThroughputMeter, cache_hits, harness_caches, peak_memory_mb,
+                                     reset_peak_memory)
     from cl_bench.training.evaluation import evaluate_seen_classes
     from cl_bench.training.plugins import (HEALTH_CHECK_EVERY, HealthCheck, LossLogger, PredictionCollector,
                                            ProgressBar, RunGuard, check_finite_state)
@@ -334,17 +379,23 @@ def _train(plan: RunPlan, say) -> RunRecord:
         record.data["R"] = [s["accuracy_per_experience"] for s in record.data["steps"]]
 
     previous_wandb = (record.data.get("wandb") or {}).get("run_id")
-    tracker = WandbTracker(config, run_dir, run_id=previous_wandb)
+    tracker = WandbTracker(config, run_dir, run_id=previous_wandb, job_type="train")
     guard = RunGuard(stop_at_once=True)  # until training starts, a signal stops at once (W&B start, data, model)
     guard.install()
     try:
         wandb_info = tracker.start()
-        record.update(status="running", error=None, wandb=wandb_info, environment=environment(device))
+        env = environment(device)
+        record.update(status="running", error=None, wandb=wandb_info, environment=env)
+        tracker.update_config({"environment": env, "weights": backbone_record, "config_digest": record.data["config_digest"],
+                               "config_origins": record.data.get("config_origins") or {}})
         say(f"run {run_dir} ({'resuming at experience ' + str(start) if start else 'new'}); "
             f"W&B {wandb_info['mode']} ({wandb_info['reason']})")
         wall_start = time.perf_counter()
         streams = build_streams(config)
         record.update(class_order=streams.class_order, class_names=streams.class_names, test_sizes=streams.test_sizes())
+        tracker.update_config({"protocol": {
+            "class_order": streams.class_order, "class_order_seed": config.effective_class_order_seed,
+            "classes_per_experience": sizes, "class_names": streams.class_names, "test_sizes": streams.test_sizes()}})
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
         plugins = [guard, HealthCheck(HEALTH_CHECK_EVERY), collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
@@ -365,19 +416,23 @@ def _train(plan: RunPlan, say) -> RunRecord:
             guard.raise_if_signalled()
             # Before anything of experience t is recorded: what it learned (prototypes included) is finite.
             check_finite_state(strategy.learned_state(), where=f"after training experience {t}")
-            result = evaluate_seen_classes(strategy, streams, t, collector=collector, counter=counter,
-                                           shuffle_seed=config.run.seed * EVAL_SEED_STRIDE + t,
-                                           num_workers=config.run.num_workers)
+
+            def evaluate():
+                return evaluate_seen_classes(strategy, streams, t, collector=collector, counter=counter,
+                                             shuffle_seed=config.run.seed * EVAL_SEED_STRIDE + t,
+                                             num_workers=config.run.num_workers)
+
+            caches = harness_caches(strategy)
+            hits_before = cache_hits(caches)
+            result = evaluate()
             efficiency = {
                 "trainable_parameters": strategy.trainable_count,
                 "trainable_parameters_head": strategy.trainable_head_count,
                 "stored_parameters": strategy.stored_parameters(),
                 "train_seconds": train_seconds,
                 "train_images_per_s": meter.images_per_second,
-                "eval_seconds": result.seconds,
-                "eval_images_per_s": result.images_per_second,
-                "vit_passes_per_image": result.vit_passes_per_image,
-                "block_passes_per_image": result.block_passes_per_image,
+                **deployed_cost(result, cache_hits(caches) - hits_before, caches, evaluate,
+                                measure=t == n_experiences - 1, collector=collector),
                 **peak_memory_mb(device),
             }
             step = {"experience": t, "accuracy_per_experience": result.accuracy_per_experience[: t + 1],
@@ -386,8 +441,7 @@ def _train(plan: RunPlan, say) -> RunRecord:
             old, new = step["old_accuracy"], step["new_accuracy"]
             tracker.log({"experience": t, "eval/accuracy": step["accuracy"], "eval/old_accuracy": old,
                          "eval/new_accuracy": new, "eval/avg_accuracy": metrics["avg_accuracy"],
-                         **{f"efficiency/{k}": v for k, v in efficiency.items()}})
-            tracker.log_accuracy_matrix(record.data["R"])
+                         **{f"efficiency/{k}": v for k, v in efficiency.items() if v is not None}})
             save_checkpoint(run_dir, {
                 "format": "cl-bench-checkpoint/1",
                 "finished_experiences": t + 1,
@@ -402,8 +456,7 @@ def _train(plan: RunPlan, say) -> RunRecord:
             chance = 1 / sum(sizes[: t + 1])
             say(f"[{config.run.strategy} exp {t + 1}/{n_experiences}] A_t {100 * step['accuracy']:.1f}% "
                 f"(chance {100 * chance:.1f}%), old {'-' if old is None else f'{100 * old:.1f}'} new {100 * new:.1f} | "
-                f"train {train_seconds:.1f}s | eval {result.images_per_second:.0f} img/s, "
-                f"{result.vit_passes_per_image:.2f} ViT passes/img")
+                f"train {train_seconds:.1f}s | {_eval_cost_text(efficiency)}")
 
         efficiency_summary = _efficiency_summary(record.data["steps"], time.perf_counter() - wall_start)
         warning = chance_warning(record.data)
@@ -413,6 +466,9 @@ def _train(plan: RunPlan, say) -> RunRecord:
         tracker.log_summary({**record.data["metrics"], "R": record.data["R"],
                              "classes_per_experience": sizes, "test_sizes": record.data["test_sizes"],
                              **{f"efficiency/{k}": v for k, v in efficiency_summary.items()}})
+        tracker.log_accuracy_matrix(record.data["R"])
+        tracker.log_run_record(run_dir / RECORD_FILE, record.data,
+                               checkpoint=run_dir / CHECKPOINT_FILE if config.run.wandb_log_checkpoint else None)
         tracker.finish(0)
         say(results_table(record))
         return record

@@ -6,7 +6,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["accuracy_matrix_figure", "accuracy_matrices_figure", "accuracy_curves_figure", "figure_png"]
+__all__ = ["accuracy_matrix_figure", "accuracy_matrices_figure", "accuracy_curves_figure", "run_curves_figure", "figure_png"]
 
 #: Confidence level the curve bands are labelled with by default (``cl_bench.analysis.CONFIDENCE``).
 DEFAULT_CONFIDENCE = 0.95
@@ -81,6 +81,28 @@ def accuracy_curves_figure(curves, title: str = "", ax=None, confidence: float =
     ax.grid(alpha=0.3)
     if methods:
         ax.legend(fontsize="small")
+    if title:
+        ax.set_title(title)
+    return fig
+
+
+def run_curves_figure(*, accuracy, old, new, chance, title: str = ""):
+    """One run's ``A_t``, old- and new-class accuracy and chance (%) against the experience."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.0), layout="tight")
+    ax = fig.subplots()
+    experiences = list(range(len(accuracy)))
+    for label, values, style in (("A_t (all seen classes)", accuracy, "o-"), ("old classes", old, "s--"),
+                                 ("new classes", new, "^--"), ("chance", chance, ":")):
+        ys = [np.nan if v is None else 100 * v for v in values]
+        ax.plot(experiences, ys, style, markersize=3, label=label)
+    ax.set_xlabel("after training experience t")
+    ax.set_ylabel("accuracy (%)")
+    ax.set_ylim(0, 100)
+    ax.set_xticks(experiences)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
     if title:
         ax.set_title(title)
     return fig

@@ -9,15 +9,27 @@ from __future__ import annotations
 
 import netrc
 import os
+import re
 import socket
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-__all__ = ["WandbTracker", "choose_wandb_mode", "in_sweep_agent", "exit_now_if_start_abandoned"]
+__all__ = ["WandbTracker", "choose_wandb_mode", "in_sweep_agent", "exit_now_if_start_abandoned", "JOB_TYPES",
+           "RUN_RECORD_ARTIFACT", "artifact_name"]
 
 _PROBE_TIMEOUT_S = 3.0
+#: What a W&B run is, as its ``job_type``: an experiment, the efficiency benchmark, or backbone pretraining.
+JOB_TYPES = ("train", "efficiency", "pretrain")
+#: Artifact type of the run record with its figures (the checkpoint is a ``model`` artifact).
+RUN_RECORD_ARTIFACT = "run-record"
+
+
+def artifact_name(kind: str, run_name: str) -> str:
+    """A W&B artifact name (letters, digits, ``-``, ``_``, ``.``) for one run's record or checkpoint."""
+    return re.sub(r"[^A-Za-z0-9_.-]", "-", f"{kind}-{run_name}")
 
 
 def in_sweep_agent() -> bool:
@@ -86,6 +98,8 @@ class WandbTracker:
     """One W&B run per experiment; every call is guarded."""
 
     def __init__(self, config, run_dir: Path, *, run_id: str | None, job_type: str = "train") -> None:
+        if job_type not in JOB_TYPES:
+            raise ValueError(f"job_type must be one of {', '.join(JOB_TYPES)}; got {job_type!r}")
         self.config = config
         self.run_dir = run_dir
         self.requested_id = run_id
@@ -182,7 +196,8 @@ class WandbTracker:
         self._guard("summary", write)
 
     def log_accuracy_matrix(self, R: list[list[float]]) -> None:
-        """``R`` as a W&B table and a heatmap image."""
+        """``R`` as one W&B table and one heatmap, logged once when the run ends (the per-experience
+        numbers are in ``eval/*`` already)."""
         def write():
             import wandb
 
@@ -195,6 +210,39 @@ class WandbTracker:
             self.run.log({"experience": T - 1, "eval/accuracy_matrix": wandb.Table(columns=columns, data=rows),
                           "eval/accuracy_matrix_heatmap": wandb.Image(figure)})
         self._guard("accuracy matrix", write)
+
+    def log_run_record(self, record_file: Path, data: dict[str, Any], checkpoint: Path | None = None) -> None:
+        """``record.json`` with its accuracy-matrix heatmap and curves as one ``run-record`` artifact,
+        and the checkpoint as a ``model`` artifact when one is given."""
+        def write():
+            import wandb
+
+            from cl_bench.plots import accuracy_matrix_figure, figure_png, run_curves_figure
+            from cl_bench.metrics import chance_curve
+
+            run_name = data.get("run_name") or self.run_dir.name
+            metadata = {k: data.get(k) for k in ("strategy", "bench", "seed", "status", "config_digest", "group")}
+            artifact = wandb.Artifact(artifact_name("record", run_name), type=RUN_RECORD_ARTIFACT, metadata=metadata)
+            artifact.add_file(str(record_file), name="record.json")
+            with tempfile.TemporaryDirectory() as tmp:  # add_file copies ("mutable" policy)
+                steps = data.get("steps") or []
+                figures = {
+                    "accuracy_matrix.png": accuracy_matrix_figure(data["R"], title=run_name),
+                    "curves.png": run_curves_figure(
+                        accuracy=[s["accuracy"] for s in steps], old=[s.get("old_accuracy") for s in steps],
+                        new=[s.get("new_accuracy") for s in steps],
+                        chance=chance_curve(data["classes_per_experience"])[: len(steps)], title=run_name),
+                }
+                for name, figure in figures.items():
+                    path = Path(tmp) / name
+                    path.write_bytes(figure_png(figure))
+                    artifact.add_file(str(path), name=f"figures/{name}")
+                self.run.log_artifact(artifact)
+            if checkpoint is not None:
+                model = wandb.Artifact(artifact_name("checkpoint", run_name), type="model", metadata=metadata)
+                model.add_file(str(checkpoint), name=checkpoint.name)
+                self.run.log_artifact(model)
+        self._guard("run-record artifact", write)
 
     def finish(self, exit_code: int = 0) -> None:
         self._guard("finish", lambda: self.run.finish(exit_code=exit_code))

@@ -52,6 +52,24 @@ def tiny_config(strategy: str, bench: str = "digits_animals", **overrides: Any):
     return resolve_config(strategy, bench, {**values, **overrides})
 
 
+def preset_config(strategy: str, bench: str, preset: str = "default"):
+    """The config a user gets from ``--strategy S --bench B --preset P`` with nothing else given."""
+    import cl_bench.catalog  # noqa: F401
+    from cl_bench.config import resolve_config
+
+    return resolve_config(strategy, bench, preset=preset)
+
+
+def all_presets() -> list[tuple[str, str, str]]:
+    """Every (strategy, bench, preset) the presets files define."""
+    import cl_bench.catalog  # noqa: F401
+    from cl_bench.config import load_presets
+    from cl_bench.registry import STRATEGIES
+
+    return [(name, bench, preset) for name in STRATEGIES.names()
+            for bench, presets in load_presets(STRATEGIES[name].presets).items() for preset in presets]
+
+
 #: Settings the tiny ViTs need: CODA-Prompt's keys must stay orthogonal in their narrow width.
 TINY_VIT_OVERRIDES: dict[str, dict[str, Any]] = {"coda_prompt": {"pool_size": 10}}
 
@@ -131,6 +149,20 @@ def wandb_history(run_file: Path) -> tuple[list[dict[str, Any]], dict[str, Any],
         elif kind == "summary":
             summary.update({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.summary.update})
     return history, config, summary
+
+
+def wandb_run_facts(run_file: Path) -> dict[str, Any]:
+    """The run's ``job_type`` and its logged artifacts (type, name, file paths) from an offline run file."""
+    facts: dict[str, Any] = {"job_type": None, "artifacts": []}
+    for record in wandb_records(run_file):
+        kind = record.WhichOneof("record_type")
+        if kind == "run":
+            facts["job_type"] = record.run.job_type
+        elif kind == "artifact":
+            artifact = record.artifact
+            facts["artifacts"].append({"type": artifact.type, "name": artifact.name,
+                                       "files": sorted(entry.path for entry in artifact.manifest.contents)})
+    return facts
 
 
 # -- run records for the analysis, notebook and report tests ------------------------------------------

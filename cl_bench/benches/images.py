@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 from torch.utils.data import Dataset
@@ -33,16 +34,27 @@ def _transforms(config, dataset: str):
     return PAPER_TRANSFORMS[variant]()
 
 
+@contextmanager
+def bounded_socket_timeout(seconds: float = DOWNLOAD_TIMEOUT_S):
+    """torchvision's download opens URLs without a timeout, so the process default is bounded for
+    the duration of the download only (never hang on a network that half-answers), then restored."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
 def load_cifar100(config) -> RawBench:
     bench: Cifar100Config = config.bench
     root = _root(bench)
-    previous_timeout = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(DOWNLOAD_TIMEOUT_S)  # never hang on a network that half-answers
     folder = root / "cifar-100-python"
     present = all((folder / name).is_file() for name in ("train", "test", "meta"))
     try:  # files on disk are never replaced by a download: if they fail the check, they are corrupt
-        train = datasets.CIFAR100(str(root), train=True, download=bench.download and not present)
-        test = datasets.CIFAR100(str(root), train=False, download=bench.download and not present)
+        with bounded_socket_timeout():
+            train = datasets.CIFAR100(str(root), train=True, download=bench.download and not present)
+            test = datasets.CIFAR100(str(root), train=False, download=bench.download and not present)
     except Exception as error:  # URLError offline, RuntimeError for missing or corrupt files
         problem = ("its files fail torchvision's md5 check (corrupt or incomplete); delete them to download again"
                    if present else f"{type(error).__name__}: {error}")
@@ -50,8 +62,6 @@ def load_cifar100(config) -> RawBench:
             f"CIFAR-100 could not be loaded from {folder} ({problem}); "
             "put the extracted cifar-100-python.tar.gz there (files train, test, meta) or set --data_root / $CL_BENCH_DATA"
         ) from None
-    finally:
-        socket.setdefaulttimeout(previous_timeout)
     train_tf, eval_tf = _transforms(config, "cifar")
     return RawBench(train, test, list(train.classes), train_tf, eval_tf)
 

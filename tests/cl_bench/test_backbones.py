@@ -64,3 +64,48 @@ def test_the_vit_b_architecture_is_the_papers():
     assert len(vit.blocks) == 12 and vit.embed_dim == 768 and vit.blocks[0].attn.num_heads == 12
     assert vit.blocks[0].attn.qkv.bias is not None and vit.norm.eps == 1e-6
     assert sum(p.numel() for p in vit.parameters()) == 85_798_656
+
+
+def test_importing_the_suite_changes_no_process_state():
+    """No HF_HUB_* variable and no socket timeout is set by importing; both are scoped to the call
+    that downloads."""
+    import subprocess
+    import sys
+
+    from helpers import REPO
+
+    code = (
+        "import os, socket\n"
+        "import torch, torchvision  # what the libraries themselves set is not ours to judge\n"
+        "before = dict(os.environ)\n"
+        "from cl_bench import catalog, backbones\n"
+        "import cl_bench.benches.images\n"
+        "changed = sorted(k for k in set(before) | set(os.environ) if before.get(k) != os.environ.get(k))\n"
+        "print(changed, socket.getdefaulttimeout())\n"
+    )
+    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith("HF_HUB_")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == "[] None"
+
+
+def test_download_timeouts_are_restored_after_the_call(monkeypatch, tmp_path):
+    import socket
+
+    from huggingface_hub import constants
+
+    from cl_bench.backbones import HUB_DOWNLOAD_TIMEOUT_S, bounded_hub_download
+    from cl_bench.benches.images import bounded_socket_timeout, load_cifar100
+    from cl_bench.errors import DataMissingError
+
+    monkeypatch.delenv("HF_HUB_DOWNLOAD_TIMEOUT", raising=False)
+    before = constants.HF_HUB_DOWNLOAD_TIMEOUT
+    with bounded_hub_download():
+        assert constants.HF_HUB_DOWNLOAD_TIMEOUT == HUB_DOWNLOAD_TIMEOUT_S
+    assert constants.HF_HUB_DOWNLOAD_TIMEOUT == before
+    with bounded_socket_timeout(7.0):
+        assert socket.getdefaulttimeout() == 7.0
+    assert socket.getdefaulttimeout() is None
+    with pytest.raises(DataMissingError):  # the failing path restores it too
+        load_cifar100(tiny_config("simple_cil", "split_cifar100", data_root=str(tmp_path), download=False))
+    assert socket.getdefaulttimeout() is None

@@ -1,6 +1,5 @@
 """Streams: class order, split sizes, label remapping, mixed test batches, missing-data errors."""
 
-import numpy as np
 import pytest
 
 from cl_bench.benches import Cifar100Config, ImageNetRConfig, OfflineBenchConfig
@@ -20,12 +19,41 @@ def test_class_order_1993_is_the_icarl_order():
     assert class_order(200, 1993)[:6] == [168, 136, 51, 9, 183, 101]  # ImageNet-R order of the EASE logs
 
 
-def test_class_order_seed_is_separate_from_seed():
-    a = tiny_config("simple_cil", seed=0)
-    b = tiny_config("simple_cil", seed=1)
-    assert a.effective_class_order_seed == b.effective_class_order_seed == 1993
-    pilot = tiny_config("simple_cil", seed=7, class_order_from_seed=True)
-    assert pilot.effective_class_order_seed == 7
+def _stream(**overrides):
+    from cl_bench.benches.streams import build_streams
+
+    return build_streams(tiny_config("simple_cil", **overrides))
+
+
+def _images_by_class(dataset, transform=None) -> dict[int, set[bytes]]:
+    out: dict[int, set[bytes]] = {}
+    for i in range(len(dataset)):
+        x, y = dataset[i]
+        x = transform(x) if transform is not None else x
+        out.setdefault(int(y), set()).add(x.numpy().tobytes())
+    return out
+
+
+def _stream_test_images(streams) -> dict[int, set[bytes]]:
+    out: dict[int, set[bytes]] = {}
+    for exp in streams.test_stream:
+        out.update(_images_by_class(exp.dataset.eval()))
+    return out
+
+
+def test_stream_class_order_follows_class_order_seed_not_seed():
+    """Class k of the real stream holds the test images of dataset class order[k], for the order
+    of class_order_seed (whatever the run seed), of the run seed in PILOT mode, natural with -1."""
+    config = tiny_config("simple_cil")
+    raw = BENCHES["digits_animals"].load()(config)
+    by_dataset_class = _images_by_class(raw.test, raw.eval_transform)
+    cases = [({"seed": 0}, class_order(20, 1993)), ({"seed": 1}, class_order(20, 1993)),
+             ({"seed": 7, "class_order_from_seed": True}, class_order(20, 7)),
+             ({"class_order_seed": -1}, list(range(20)))]
+    assert class_order(20, 7) != class_order(20, 1993)  # the cases can tell the orders apart
+    for overrides, order in cases:
+        by_stream_class = _stream_test_images(_stream(**overrides))
+        assert [by_stream_class[k] for k in range(20)] == [by_dataset_class[c] for c in order], overrides
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +96,14 @@ def test_seen_test_data_mixes_experiences(streams):
 
 
 def test_fixed_split_is_independent_of_run_seed():
-    from cl_bench.benches.offline import digits, split_per_class
-
-    _, labels = digits()
-    a = split_per_class(labels, 10, 5)
-    b = split_per_class(labels, 10, 5)
-    assert all(np.array_equal(x, y) for x, y in zip(a, b))
-    assert not set(a[0]) & set(a[1])  # train and test never share an image
+    """The same train and test images per class in the streams of two run seeds, never shared."""
+    a, b = _stream(seed=0), _stream(seed=1)
+    assert _stream_test_images(a) == _stream_test_images(b)
+    train_a = {k: v for exp in a.train_stream for k, v in _images_by_class(exp.dataset.eval()).items()}
+    train_b = {k: v for exp in b.train_stream for k, v in _images_by_class(exp.dataset.eval()).items()}
+    assert train_a == train_b and all(len(images) == 8 for images in train_a.values())
+    test = set().union(*_stream_test_images(a).values())
+    assert not test & set().union(*train_a.values())  # train and test never share an image
 
 
 def test_missing_data_errors_say_where_files_go(tmp_path):

@@ -43,6 +43,27 @@ def test_prompt_methods_run_two_passes_per_new_image(name):
     assert cached[1].vit_passes_per_image == pytest.approx(1.5)  # half the images are new
 
 
+def test_a_run_reports_the_uncached_cost_as_the_methods_and_the_cache_as_harness(tmp_path_factory):
+    """L2P with its query cache on (the session's shared tiny runs): the recorded cost is 2 passes per
+    new image, measured with the cache bypassed at the last experience; the cache's figures are the
+    harness's."""
+    from helpers import read_record, tiny_run_records
+
+    (run_dir,) = [p.parent for p in tiny_run_records(tmp_path_factory).glob("l2p-*/record.json")
+                  if read_record(p.parent)["seed"] == 0]
+    record = read_record(run_dir)
+    steps = [step["efficiency"] for step in record["steps"]]
+    first, last = steps[0], steps[-1]
+    assert first["query_cache_hits"] == 0 and first["vit_passes_per_image"] == first["harness_vit_passes_per_image"] == 2
+    assert last["query_cache_hits"] == 64 and last["harness_vit_passes_per_image"] == pytest.approx(1.2)  # 16 of 80 new
+    assert last["vit_passes_per_image"] == 2 and last["eval_images_per_s"] > 0
+    assert all(step["vit_passes_per_image"] is None for step in steps[1:-1])  # cached passes: not a method cost
+    assert last["uncached_prediction_agreement"] == 1.0  # the recorded predictions are the cached pass's; both agree
+    summary = record["efficiency"]
+    assert summary["vit_passes_per_image_last"] == 2 and summary["eval_images_per_s_last"] == last["eval_images_per_s"]
+    assert summary["harness_eval_speedup_last"] == pytest.approx(last["harness_eval_images_per_s"] / last["eval_images_per_s"])
+
+
 def test_simple_cil_runs_one_pass():
     assert [r.vit_passes_per_image for r in passes_after("simple_cil", 2)] == [1, 1]
 

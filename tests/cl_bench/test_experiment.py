@@ -5,14 +5,16 @@ import pytest
 from cl_bench.errors import RunInterrupted
 from cl_bench.experiment import run_experiment
 from cl_bench.metrics import summarize
-from helpers import read_record, tiny_config, wandb_history
+from helpers import read_record, tiny_config, wandb_history, wandb_run_facts
 
 
 @pytest.fixture(scope="module")
 def finished(tmp_path_factory, monkeypatch_module):
     out = tmp_path_factory.mktemp("runs")
     monkeypatch_module.setenv("WANDB_MODE", "offline")
-    config = tiny_config("simple_cil", out_dir=str(out), run_name="simple", wandb_mode="auto", pretrained=True)
+    monkeypatch_module.setenv("WANDB_DATA_DIR", str(tmp_path_factory.mktemp("wandb_data")))  # artifact staging
+    config = tiny_config("simple_cil", out_dir=str(out), run_name="simple", wandb_mode="auto", pretrained=True,
+                         wandb_log_checkpoint=True)
     run_experiment(config, quiet=True)
     return out / "simple", config
 
@@ -54,12 +56,54 @@ def test_offline_wandb_run_holds_the_logged_metrics(finished):
     accuracies = [row["eval/accuracy"] for row in history if "eval/accuracy" in row]
     assert accuracies == pytest.approx(record["metrics"]["accuracy_curve"])
     assert [row["experience"] for row in history if "eval/accuracy" in row] == list(range(5))
-    assert any(row.get("eval/accuracy_matrix/_type") == "table-file" for row in history)
-    assert any(row.get("eval/accuracy_matrix_heatmap/_type") == "image-file" for row in history)
+    # the R table and its heatmap once, at the end, not re-created per experience
+    assert [row["experience"] for row in history if row.get("eval/accuracy_matrix/_type") == "table-file"] == [4]
+    assert [row["experience"] for row in history if row.get("eval/accuracy_matrix_heatmap/_type") == "image-file"] == [4]
     assert any("efficiency/eval_images_per_s" in row for row in history)
     assert config["strategy"] == "simple_cil" and config["seed"] == 1993
     assert summary["avg_accuracy"] == pytest.approx(record["metrics"]["avg_accuracy"])
     assert summary["R"] == record["R"]
+
+
+def test_wandb_config_holds_the_environment_and_protocol_of_the_record(finished):
+    run_dir, _ = finished
+    record = read_record(run_dir)
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    _, config, _ = wandb_history(run_file)
+    env = config["environment"]
+    for key in ("git_commit", "git_dirty", "packages", "python", "device"):
+        assert env[key] == record["environment"][key], key
+    assert env["packages"]["torch"] and env["packages"]["wandb"]
+    assert config["weights"] == record["backbone"] and len(config["weights"]["sha256"]) == 64
+    assert config["weights"]["tag"] == config["backbone"]
+    protocol = config["protocol"]
+    assert protocol["class_order"] == record["class_order"] and protocol["class_order_seed"] == 1993
+    assert protocol["classes_per_experience"] == record["classes_per_experience"]
+    assert config["config_digest"] == record["config_digest"]
+
+
+def test_wandb_run_is_a_train_job_with_its_record_and_checkpoint_as_artifacts(finished):
+    run_dir, config = finished
+    (run_file,) = run_dir.glob("wandb/offline-run-*/run-*.wandb")
+    facts = wandb_run_facts(run_file)
+    assert facts["job_type"] == "train"
+    by_type = {}
+    for artifact in facts["artifacts"]:
+        by_type.setdefault(artifact["type"], []).append(artifact)
+    (record_artifact,) = by_type["run-record"]
+    assert record_artifact["name"] == "record-simple"
+    assert record_artifact["files"] == ["figures/accuracy_matrix.png", "figures/curves.png", "record.json"]
+    (model,) = by_type["model"]  # the run asked for it; the option is off by default
+    assert model["files"] == ["checkpoint.pt"]
+    assert tiny_config("simple_cil").run.wandb_log_checkpoint is False
+
+
+def test_tracker_refuses_an_unknown_job_type(tmp_path):
+    from cl_bench.tracking import JOB_TYPES, WandbTracker
+
+    assert JOB_TYPES == ("train", "efficiency", "pretrain")
+    with pytest.raises(ValueError, match="job_type"):
+        WandbTracker(tiny_config("simple_cil"), tmp_path, run_id=None, job_type="training")
 
 
 def test_interrupted_run_leaves_a_partial_but_valid_record(tmp_path, monkeypatch):
