@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -155,23 +156,28 @@ def tiny_run_records(tmp_path_factory) -> Path:
 def write_fake_record(root: Path, *, strategy: str, bench: str, seed: int, R: list[list[float]],
                       classes_per_experience: list[int] | None = None, test_sizes: list[int] | None = None,
                       preset: str = "default", group: str | None = None, status: str = "finished",
-                      efficiency: dict[str, Any] | None = None) -> Path:
+                      efficiency: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+                      run_name: str | None = None) -> Path:
     """A run record with the fields ``cl_bench.record`` writes, metrics computed from ``R``
-    (equal test sizes unless given), without training anything."""
+    (equal test sizes unless given), without training anything. ``config`` adds or overrides
+    config keys (e.g. ``{"epochs": 1}``: another configuration of the strategy)."""
     from cl_bench.metrics import summarize
     from cl_bench.record import RECORD_FILE, RECORD_FORMAT
 
     T = len(R)
     classes = classes_per_experience or [2] * T
     sizes = test_sizes or [10] * T
-    group = group or f"{strategy}-{bench}-{preset}"
-    run_name = f"{strategy}-{bench}-{preset}-s{seed}"
+    config = {"strategy": strategy, "bench": bench, "preset": preset, "seed": seed, "backbone": "fake_vit", **(config or {})}
+    extra = {k: v for k, v in config.items() if k not in ("strategy", "bench", "preset", "seed", "backbone")}
+    extra = "-" + hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8] if extra else ""
+    run_name = run_name or f"{strategy}-{bench}-{preset}{extra}-s{seed}"
+    group = group or f"{strategy}-{bench}-{preset}{extra}"
     run_dir = root / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     data = {
         "format": RECORD_FORMAT, "status": status, "run_name": run_name, "group": group,
         "strategy": strategy, "bench": bench, "seed": seed,
-        "config": {"strategy": strategy, "bench": bench, "preset": preset, "seed": seed, "backbone": "fake_vit"},
+        "config": config, "config_semantic": config,
         "classes_per_experience": classes, "test_sizes": sizes, "R": R,
         "steps": [{"experience": t, "accuracy_per_experience": row} for t, row in enumerate(R)],
         "metrics": summarize(R, sizes, classes).as_dict(),
