@@ -102,6 +102,10 @@ class RunConfig:
     wandb_group: str = option("", "W&B group (default: the config without its seed)", semantic=False)
     wandb_timeout: float = option(20.0, "seconds W&B may take to start before falling back to offline", minimum=0.0, semantic=False)
     log_every: int = option(25, "log the training loss every N steps", minimum=1, semantic=False)
+    progress_every: float = option(
+        60.0, "seconds between progress lines (rates, ETA) when stdout is not a terminal, e.g. a log file; 0: every step",
+        minimum=0.0, semantic=False,
+    )
 
 
 @dataclass

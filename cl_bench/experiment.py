@@ -135,9 +135,9 @@ def results_table(record: RunRecord) -> str:
     R, metrics = data["R"], data["metrics"]
     if not R:
         return "no experience finished"
-    lines = ["R[t][i] (%): rows = after experience t, columns = test experience i"]
+    lines = ["R[t][i] (%): rows = after experience t, columns = test experience i (both from 1)"]
     for t, row in enumerate(R):
-        lines.append(f"  t={t:<3d} " + " ".join(f"{100 * a:5.1f}" for a in row))
+        lines.append(f"  t={t + 1:<3d} " + " ".join(f"{100 * a:5.1f}" for a in row))
     lines.append("A_t (%):  " + " ".join(f"{100 * a:5.1f}" for a in metrics["accuracy_curve"]))
     lines.append("chance:   " + " ".join(f"{100 * c:5.1f}" for c in chance_curve(data["classes_per_experience"])[: len(R)]))
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
@@ -241,7 +241,8 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
         record.update(class_order=streams.class_order, class_names=streams.class_names, test_sizes=streams.test_sizes())
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
-        plugins = [guard, collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
+        progress = ProgressBar(n_experiences, label=config.run.strategy, every_s=config.run.progress_every)
+        plugins = [guard, collector, meter, progress, LossLogger(tracker, config.run.log_every)]
         if config.run.amp == "bf16":
             plugins.append(Autocast())
         builder = STRATEGIES[config.run.strategy].load_builder()

@@ -223,3 +223,30 @@ def wandb_export(records_root: Path, entity: str = "team", project: str = "cl-be
                                  group=data.get("group"), state="finished" if finished else "crashed",
                                  path=[entity, project, data["run_name"]]))
     return runs
+
+
+def tiny_naive_strategy(plugins=(), *, epochs: int = 2, experiences: int = 2, per_class: int = 8, batch: int = 4):
+    """Avalanche's own ``Naive`` strategy on a linear model and a synthetic 2-class-per-experience
+    stream: a real Avalanche training and evaluation loop in well under a second, for plugin tests."""
+    import torch
+    from avalanche.benchmarks.scenarios import class_incremental_benchmark
+    from avalanche.benchmarks.utils import as_classification_dataset
+    from avalanche.training import Naive
+    from torch.utils.data import TensorDataset
+
+    n_classes = 2 * experiences
+    generator = torch.Generator().manual_seed(0)
+
+    def dataset():
+        y = torch.arange(n_classes).repeat_interleave(per_class)
+        data = TensorDataset(torch.rand(len(y), 6, generator=generator), y)
+        data.targets = y.tolist()
+        return as_classification_dataset(data)
+
+    benchmark = class_incremental_benchmark({"train": dataset(), "test": dataset()}, class_order=list(range(n_classes)),
+                                            num_classes_per_exp=[2] * experiences)
+    model = torch.nn.Linear(6, n_classes)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=batch, train_epochs=epochs,
+                     eval_mb_size=batch, device="cpu", plugins=list(plugins), evaluator=None)
+    return strategy, benchmark
