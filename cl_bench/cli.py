@@ -36,7 +36,12 @@ def underscored(argv: Sequence[str]) -> list[str]:
 
 class ArgumentParser(argparse.ArgumentParser):
     """The scripts' argparse parser: options are declared with underscores (``--out_dir``) and
-    accepted with dashes as well (``--out-dir``)."""
+    accepted with dashes as well (``--out-dir``). No abbreviations: a script that passes unknown
+    options on to ``run.py`` must not take ``--pre`` for one of its own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def parse_known_args(self, args=None, namespace=None):
         return super().parse_known_args(underscored(sys.argv[1:] if args is None else args), namespace)

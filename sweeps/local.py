@@ -7,13 +7,13 @@ finished runs are skipped and their results feed the bayes proposals. At the end
 the best configurations with their metric aggregated over seeds.
 
 Options: --count N (new runs this time; default: the whole grid, or 10 for random/bayes),
---parallel K (runs at once, default 1), --out-dir DIR (run records, default runs/), and any
---key=value, passed to every run (e.g. --wandb_mode=offline).
+--parallel K (runs at once, default 1), --out_dir DIR (run records, default runs/, as run.py's),
+and any --key=value, passed to every run (e.g. --wandb_mode=offline). Options are spelled with
+underscores like run.py's keys; dashes (--out-dir) are accepted too. Metrics print in percent.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -24,6 +24,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from cl_bench.cli import ArgumentParser  # noqa: E402
 from cl_bench.errors import UserError  # noqa: E402
 from cl_bench.sweeping import (  # noqa: E402
     SweepState,
@@ -71,13 +72,24 @@ def _metric_of(params: dict, extra_values: dict, out_dir: Path, metric: str):
     return (record.data["metrics"] or {}).get(metric), str(run_dir)
 
 
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                            epilog="Any other --key=value goes to every run, as sweeps/run.py takes it.")
+    parser.add_argument("sweep", help="a W&B sweep file, e.g. sweeps/specs/quick_offline.yaml")
+    parser.add_argument("--count", type=int, default=None,
+                        help=f"new runs this time (default: the whole grid, or {DEFAULT_SEARCH_COUNT} for random/bayes)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once (default: 1)")
+    parser.add_argument("--out_dir", default="runs", help="directory of run records, as run.py's --out_dir (default: runs)")
+    return parser
+
+
+def _percent(value) -> str:
+    """A metric as everything else prints it: fractions in the records, percent on screen."""
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}%"
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("sweep")
-    parser.add_argument("--count", type=int, default=None)
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--out-dir", default="runs")
-    args, extra = parser.parse_known_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
     try:
         spec = load_sweep(args.sweep)
         checked = validate_sweep(spec)
@@ -132,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 if proc.returncode == 0:
                     metric, run_dir = _metric_of(params, extra_values, out_dir, spec.metric)
                     entry.update(status="finished", metric=metric, run_dir=run_dir)
-                    print(f"[{name}] finished: {spec.metric} = {metric:.4f}", flush=True)
+                    print(f"[{name}] finished: {spec.metric} = {_percent(metric)}", flush=True)
                 else:
                     entry.update(status="failed", metric=None)
                     print(f"[{name}] failed with exit code {proc.returncode} (log: {log_dir / (name + '.log')}); "
@@ -145,11 +157,13 @@ def main(argv: list[str] | None = None) -> int:
     failed = [r for r in state.runs if r["status"] == "failed"]
     best = best_configurations(state.runs, spec.metric, spec.goal)
     print(f"\n{len(state.finished())} finished, {len(failed)} failed. Best configurations by {spec.metric} "
-          f"({spec.goal}; mean ± 95% CI over seeds):")
+          f"({spec.goal}; mean ± 95% CI over seeds, in %):")
     for row in best:
-        ci = "" if row["ci"] != row["ci"] else f" ± {row['ci']:.4f}"
+        ci = "" if row["ci"] != row["ci"] else f" ± {100 * row['ci']:.2f}"
         shown = " ".join(f"{k}={v}" for k, v in row["params"].items())
-        print(f"  {row['mean']:.4f}{ci}  (n={row['n_seeds']})  {shown}")
+        print(f"  {100 * row['mean']:6.2f}{ci}  (n={row['n_seeds']})  {shown}")
+    print(f"\nRun records: {out_dir}/<run>/record.json; logs: {log_dir}. "
+          f"Compare the configurations: python sweeps/report.py --runs {out_dir}")
     return 0
 
 
