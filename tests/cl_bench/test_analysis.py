@@ -295,7 +295,7 @@ def test_figures_render_to_png(records):
     heatmap = plots.accuracy_matrix_figure(analysis.mean_accuracy_matrix(runs), title="R")
     for fig in (curves, heatmap):
         assert plots.figure_png(fig).startswith(b"\x89PNG")
-    assert {t.get_text().split(" ")[0] for t in curves.axes[0].get_legend().get_texts()} == set(TINY_RECORD_STRATEGIES)
+    assert {t.get_text().split(" ")[0] for t in curves.axes[0].get_legend().get_texts()} == {*TINY_RECORD_STRATEGIES, "chance"}
 
 
 def test_efficiency_table_keeps_every_column(records):

@@ -102,3 +102,22 @@ def test_docs_use_the_underscore_spelling():
         for command in re.findall(r"sweeps/\w+\.py[^\n`|]*", text):
             found += [(str(path), o) for o in re.findall(r"(?<![\w-])--(?!no-)[a-z0-9]+-[a-z0-9-]+", command)]
     assert not found, found
+
+
+@pytest.mark.parametrize("script", ARGPARSE_SCRIPTS)
+def test_every_option_has_help(script):
+    missing = [name for name, action in options_of(parser_of(script)).items() if not action.help]
+    assert not missing, f"{script}: no help for {missing}"
+
+
+def test_bench_efficiency_help_imports_neither_torch_nor_avalanche():
+    import subprocess
+    import sys
+
+    probe = ("import runpy, sys; sys.argv = ['bench_efficiency.py', '--help']\n"
+             "try:\n    runpy.run_path('sweeps/bench_efficiency.py', run_name='__main__')\n"
+             "except SystemExit:\n    pass\n"
+             "print('heavy:', sorted(m for m in ('torch', 'avalanche', 'timm') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "--train_per_experience" in result.stdout and result.stdout.strip().endswith("heavy: []")
