@@ -230,7 +230,7 @@ def run_experiment(config: Config, *, quiet: bool = False) -> RunRecord:
     tracker = WandbTracker(config, run_dir, run_id=previous_wandb)
     wandb_info = tracker.start()
     record.update(status="running", error=None, wandb=wandb_info, environment=environment(device))
-    say(f"run {run_dir} ({'resuming at experience ' + str(start) if start else 'new'}); "
+    say(f"run {run_dir} ({f'resuming at experience {start + 1}/{n_experiences}' if start else 'new'}); "
         f"W&B {wandb_info['mode']} ({wandb_info['reason']})")
 
     guard = RunGuard()
