@@ -3,16 +3,21 @@ paired significance tests and the efficiency table. The notebooks and ``sweeps/r
 these functions; nothing here trains.
 
 Both loaders give the same columns, one row per run; list-valued columns hold the ``A_t`` curve
-and the ``R`` matrix. Runs aggregate over seeds by ``method``: the strategy's name, made unique
-when one table holds several configurations (W&B groups) of one strategy on one bench, so
-different hyper-parameters are never averaged together.
+and the ``R`` matrix, ``config`` the run's configuration without its seed and without the keys
+that cannot change results. Runs aggregate over seeds by ``method``: the strategy's name, plus the
+config keys that tell its configurations apart on one bench (``cl_lora (epochs=1)``), so different
+hyper-parameters are never averaged together. ``select_runs`` picks the run set a user compares.
 """
 
 from __future__ import annotations
 
+import fnmatch
+import functools
+import glob
 import json
 import os
 import re
+import shlex
 import warnings
 from itertools import combinations
 from pathlib import Path
@@ -34,6 +39,10 @@ __all__ = [
     "runs_from_wandb_objects",
     "load_runs",
     "load_runs_from_environment",
+    "select_runs",
+    "run_sets",
+    "label_methods",
+    "ledger_config",
     "mean_ci",
     "format_mean_ci",
     "summary_table",
@@ -47,6 +56,7 @@ __all__ = [
     "efficiency_table",
     "efficiency_display",
     "split_name",
+    "split_sizes_of",
     "ledger_paths",
     "load_ledgers",
     "ledger_table",
@@ -68,7 +78,7 @@ EFFICIENCY = (
     "train_images_per_s", "eval_images_per_s", "eval_harness_speedup", "peak_memory_mb", "wall_seconds",
 )
 RUN_COLUMNS = (
-    "run", "strategy", "method", "bench", "split", "seed", "group", "status", "backbone", "preset",
+    "run", "strategy", "method", "bench", "split", "seed", "group", "config", "protocol", "status", "backbone", "preset",
     *METRICS, "accuracy_curve", "R", "n_experiences", *EFFICIENCY, "memory_kind", "source",
 )
 #: Accuracies are fractions in runs and percent in every displayed table.
@@ -83,12 +93,19 @@ WANDB_PROJECT_ENV = "CL_BENCH_WANDB_PROJECT"
 WANDB_ENTITY_ENV = "CL_BENCH_WANDB_ENTITY"
 WANDB_SWEEP_ENV = "CL_BENCH_WANDB_SWEEP"
 WANDB_GROUP_ENV = "CL_BENCH_WANDB_GROUP"
+WANDB_FILTERS_ENV = "CL_BENCH_WANDB_FILTERS"
+WHERE_ENV = "CL_BENCH_WHERE"
 DEFAULT_RUNS_DIR = "runs"
 WANDB_API_TIMEOUT_S = 30
 
 #: Memory columns of a run's efficiency summary, most relevant first.
 _MEMORY_KEYS = (("peak_cuda_allocated_mb", "CUDA allocated"), ("peak_rss_mb", "CPU RSS"))
 _GROUP_KEYS = ["bench", "split", "method"]
+#: Run keys that define the evaluation protocol besides the bench's own keys: runs that differ in
+#: one of them are not paired in significance tests.
+PROTOCOL_RUN_KEYS = ("class_order_seed", "class_order_from_seed", "backbone", "pretrained", "pretrained_file")
+#: Columns ``--where`` can name besides the config keys.
+SELECTABLE_COLUMNS = ("run", "strategy", "method", "bench", "split", "seed", "group", "preset", "backbone", "status")
 
 
 def split_name(classes_per_experience: Sequence[int]) -> str:
@@ -101,18 +118,56 @@ def split_name(classes_per_experience: Sequence[int]) -> str:
 
 
 # -- loading ----------------------------------------------------------------------------------------
+@functools.cache
+def _section_keys() -> tuple[frozenset[str], dict[str, frozenset[str]]]:
+    """Keys no result depends on (paths, devices, tracking), and each registered bench's own
+    result-changing keys; read from the typed config sections, so they never drift (of the names
+    registered when first asked: entry points import ``cl_bench.catalog``)."""
+    import dataclasses
+
+    from cl_bench.config import RunConfig
+    from cl_bench.registry import BENCHES, STRATEGIES
+
+    sections = [RunConfig, *(getattr(e, "config_cls", None) for _, e in (*BENCHES.items(), *STRATEGIES.items()))]
+    ignored = frozenset(f.name for cls in sections if cls is not None for f in dataclasses.fields(cls)
+                        if not f.metadata.get("semantic", True))
+    bench_keys = {name: frozenset(f.name for f in dataclasses.fields(entry.config_cls) if f.metadata.get("semantic", True))
+                  for name, entry in BENCHES.items()}
+    return ignored, bench_keys
+
+
+def _comparable_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The configuration a group of seeds shares: every key that can change results except the seed
+    (JSON-normalised, so a local record and its W&B copy give the same dict)."""
+    ignored, _ = _section_keys()
+    kept = {k: v for k, v in config.items() if k not in ignored and k != "seed"}
+    return json.loads(json.dumps(kept, sort_keys=True, default=str))
+
+
+def _protocol(bench: str | None, split: str | None, config: Mapping[str, Any]) -> str:
+    """The evaluation protocol as a key: bench, split, class order, backbone and the bench's keys."""
+    _, bench_keys = _section_keys()
+    keys = sorted({*PROTOCOL_RUN_KEYS, *bench_keys.get(bench, ())})
+    return json.dumps({"bench": bench, "split": split, **{k: config.get(k) for k in keys}}, sort_keys=True, default=str)
+
+
 def _row(*, run: str, config: Mapping[str, Any], summary: Mapping[str, Any], R: list, status: str,
-         group: str | None, classes: Sequence[int], efficiency: Mapping[str, Any], source: str) -> dict[str, Any]:
+         group: str | None, classes: Sequence[int], efficiency: Mapping[str, Any], source: str,
+         semantic: Mapping[str, Any] | None = None) -> dict[str, Any]:
     memory_key, memory_kind = next(((k, kind) for k, kind in _MEMORY_KEYS if efficiency.get(k) is not None), (None, None))
     per_experience = [p for p in efficiency.get("trainable_parameters_per_experience") or [] if p is not None]
+    comparable = _comparable_config(semantic if semantic else config)
+    split = split_name(classes) if classes else None
     return {
         "run": run,
         "strategy": config.get("strategy"),
         "method": config.get("strategy"),
         "bench": config.get("bench"),
-        "split": split_name(classes) if classes else None,
+        "split": split,
         "seed": config.get("seed"),
         "group": group,
+        "config": comparable,
+        "protocol": _protocol(config.get("bench"), split, comparable),
         "status": status,
         "backbone": config.get("backbone"),
         "preset": config.get("preset"),
@@ -134,18 +189,44 @@ def _row(*, run: str, config: Mapping[str, Any], summary: Mapping[str, Any], R: 
     }
 
 
-def _method_labels(frame: pd.DataFrame) -> pd.Series:
-    """The strategy name, or ``strategy [preset]`` / ``strategy [group]`` where one bench and split
-    holds several configurations of the strategy."""
+def _config_key(config: Mapping[str, Any]) -> str:
+    return json.dumps(config, sort_keys=True, default=str)
+
+
+def _shown(value: Any) -> str:
+    return value if isinstance(value, str) else json.dumps(value, default=str, separators=(",", ":"))
+
+
+def _varying_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    keys = sorted({k for c in configs for k in c})
+    return [k for k in keys if len({_config_key({"v": c.get(k)}) for c in configs}) > 1]
+
+
+def _label_keys(configs: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The keys that tell ``configs`` apart. When presets differ, the preset stands for the values it
+    sets, so only keys that also vary between configurations of one preset are added to it."""
+    varying = _varying_keys(configs)
+    if "preset" not in varying:
+        return varying
+    within: set[str] = set()
+    for preset in {c.get("preset") for c in configs}:
+        within.update(_varying_keys([c for c in configs if c.get("preset") == preset]))
+    return ["preset", *sorted(within - {"preset"})]
+
+
+def label_methods(frame: pd.DataFrame) -> pd.Series:
+    """One label per configuration of a strategy on a bench and split: the strategy's name, plus
+    ``(key=value, ...)`` for the config keys that differ between its configurations there."""
     labels = frame["strategy"].astype(object).copy()
+    keys = frame["config"].map(_config_key)
     for _, block in frame.groupby(["bench", "split", "strategy"], dropna=False, sort=False):
-        configurations = block.drop_duplicates("group")
-        if len(configurations) < 2:
+        distinct = {keys[i]: frame.at[i, "config"] for i in block.index}
+        if len(distinct) < 2:
             continue
-        presets_tell_apart = (configurations["preset"].notna().all() and configurations["preset"].is_unique
-                              and block.groupby("group", dropna=False)["preset"].nunique().max() == 1)
-        suffix = block["preset"] if presets_tell_apart else block["group"]
-        labels[block.index] = [f"{s} [{x}]" for s, x in zip(block["strategy"], suffix)]
+        shown = _label_keys(list(distinct.values()))
+        for i in block.index:
+            config = frame.at[i, "config"]
+            labels[i] = f"{frame.at[i, 'strategy']} (" + ", ".join(f"{k}={_shown(config.get(k))}" for k in shown) + ")"
     return labels
 
 
@@ -153,19 +234,39 @@ def _frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=list(RUN_COLUMNS))
     for column in (*METRICS, *EFFICIENCY):  # None -> NaN, so medians and means never drop a column
         frame[column] = pd.to_numeric(frame[column], errors="coerce")
+    return _relabelled(frame)
+
+
+def _relabelled(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.reset_index(drop=True)
     if not frame.empty:
-        frame["method"] = _method_labels(frame)
+        frame["method"] = label_methods(frame)
     return frame.sort_values(["bench", "method", "seed", "run"], kind="stable").reset_index(drop=True)
 
 
-def load_local_runs(root: str | Path, *, statuses: Iterable[str] = ("finished",)) -> pd.DataFrame:
-    """Every run record under ``root`` whose status is in ``statuses``."""
-    root = Path(root).expanduser()
-    if not root.is_dir():
-        raise FileNotFoundError(f"no runs directory {root}")
+def _record_paths(roots: str | Path | Sequence[str | Path]) -> list[Path]:
+    """``record.json`` files under each root: a directory, or a glob of run directories such as
+    ``runs/cl_lora-*``; a root that matches nothing is an error."""
+    if isinstance(roots, (str, Path)):
+        roots = [roots]
+    paths: dict[Path, None] = {}
+    for root in roots:
+        text = os.path.expanduser(str(root))
+        matches = sorted(glob.glob(text)) if glob.has_magic(text) else ([text] if Path(text).exists() else [])
+        if not matches:
+            raise FileNotFoundError(f"no runs directory {root}" if not glob.has_magic(text) else f"no runs match {root}")
+        for match in map(Path, matches):
+            found = [match] if match.name == RECORD_FILE else sorted(match.rglob(RECORD_FILE)) if match.is_dir() else []
+            paths.update(dict.fromkeys(found))
+    return list(paths)
+
+
+def load_local_runs(root: str | Path | Sequence[str | Path], *, statuses: Iterable[str] = ("finished",)) -> pd.DataFrame:
+    """Every run record under ``root`` (a directory, a glob of run directories, or a list of them)
+    whose status is in ``statuses``."""
     wanted = set(statuses)
     rows = []
-    for path in sorted(root.rglob(RECORD_FILE)):
+    for path in _record_paths(root):
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as error:
@@ -177,7 +278,7 @@ def load_local_runs(root: str | Path, *, statuses: Iterable[str] = ("finished",)
             run=data.get("run_name", path.parent.name), config=data["config"], summary=data.get("metrics") or {},
             R=data["R"], status=data["status"], group=data.get("group"),
             classes=data.get("classes_per_experience") or [], efficiency=data.get("efficiency") or {},
-            source=str(path.parent),
+            source=str(path.parent), semantic=data.get("config_semantic"),
         ))
     return _frame(rows)
 
@@ -205,7 +306,8 @@ def runs_from_wandb_objects(runs: Iterable[Any], *, states: Iterable[str] = ("fi
 
 def load_wandb_runs(project: str, *, entity: str | None = None, sweep: str | None = None,
                     group: str | None = None, filters: dict[str, Any] | None = None) -> pd.DataFrame:
-    """Runs of a W&B project (needs network and an API key), filtered by sweep, group or W&B filters."""
+    """Runs of a W&B project (needs network and an API key), filtered by sweep, group or W&B's own
+    MongoDB-style ``filters`` (e.g. ``{"config.epochs": 3}``), applied on the server."""
     import wandb
 
     api = wandb.Api(timeout=WANDB_API_TIMEOUT_S)
@@ -218,32 +320,104 @@ def load_wandb_runs(project: str, *, entity: str | None = None, sweep: str | Non
     return runs_from_wandb_objects(api.runs(path, filters=query or None))
 
 
-def load_runs(runs_dir: str | Path = DEFAULT_RUNS_DIR, *, wandb_project: str | None = None, entity: str | None = None,
-              sweep: str | None = None, group: str | None = None) -> tuple[pd.DataFrame, str]:
-    """Runs from W&B when a project is named, else from the records under ``runs_dir``; and a
-    one-line description of where they came from."""
+# -- choosing the run set -----------------------------------------------------------------------------
+_WHERE = re.compile(r"^\s*([A-Za-z_][A-Za-z0-9_]*)\s*(!?=)(.*)$")
+
+
+def _parse_where(term: str) -> tuple[str, bool, list[str]]:
+    match = _WHERE.match(term)
+    if not match:
+        raise ValueError(f"--where {term!r}: give key=value, key=v1,v2 (any of) or key!=value")
+    key, operator, values = match.groups()
+    return key, operator == "=", [v.strip() for v in values.split(",")]
+
+
+def _value_matches(actual: Any, wanted: str) -> bool:
+    """A config value against the text a user typed: numbers by value, booleans as true/false."""
+    if actual is None or (isinstance(actual, float) and np.isnan(actual)):
+        return wanted.lower() in ("", "none", "null")
+    if isinstance(actual, (bool, np.bool_)):
+        return wanted.lower() in (("true", "1", "yes") if actual else ("false", "0", "no"))
+    if isinstance(actual, (int, float, np.integer, np.floating)):
+        try:
+            return float(wanted) == float(actual)
+        except ValueError:
+            return False
+    return fnmatch.fnmatchcase(_shown(actual), wanted)
+
+
+def select_runs(runs: pd.DataFrame, where: Sequence[str] = (), *, run_names: Iterable[str] | None = None) -> pd.DataFrame:
+    """The runs that satisfy every ``where`` term, relabelled within the selection.
+
+    A term is ``key=value`` (``key=v1,v2``: any of them; ``key!=value``: none), where ``key`` is a
+    config key (``epochs``, ``lr``, ...) or a column (``strategy``, ``seed``, ``run``, ``group``, ...);
+    text values may be globs (``run=cl_lora-*``). ``run_names`` keeps only those runs."""
+    keep = pd.Series(True, index=runs.index)
+    if run_names is not None:
+        keep &= runs["run"].isin(set(run_names))
+    known = set(SELECTABLE_COLUMNS).union(*runs["config"]) if len(runs) else set(SELECTABLE_COLUMNS)
+    for term in where:
+        key, positive, values = _parse_where(term)
+        if key not in known:
+            raise ValueError(f"--where {term!r}: no run has a key '{key}'; keys: {', '.join(sorted(known))}")
+        actual = runs[key] if key in SELECTABLE_COLUMNS else runs["config"].map(lambda c: c.get(key))
+        hit = actual.map(lambda a: any(_value_matches(a, v) for v in values)).astype(bool)
+        keep &= hit if positive else ~hit
+    return _relabelled(runs[keep])
+
+
+def run_sets(runs: pd.DataFrame) -> pd.DataFrame:
+    """One row per compared group (bench, split, method label): its seeds, runs and W&B groups."""
+    rows = []
+    for (bench, split, method), block in runs.groupby(_GROUP_KEYS, sort=True, dropna=False):
+        rows.append({"bench": bench, "split": split, "method": method,
+                     "seeds": ", ".join(str(s) for s in sorted(block["seed"].dropna().unique())),
+                     "runs": len(block), "W&B group": ", ".join(sorted(set(block["group"].dropna())))})
+    return pd.DataFrame(rows, columns=["bench", "split", "method", "seeds", "runs", "W&B group"])
+
+
+def _describe_selection(where: Sequence[str]) -> str:
+    return f", where {' and '.join(where)}" if where else ""
+
+
+def load_runs(runs_dir: str | Path | Sequence[str | Path] = DEFAULT_RUNS_DIR, *, wandb_project: str | None = None,
+              entity: str | None = None, sweep: str | None = None, group: str | None = None,
+              wandb_filters: dict[str, Any] | None = None, where: Sequence[str] = ()) -> tuple[pd.DataFrame, str]:
+    """Runs from W&B when a project is named, else from the records under ``runs_dir`` (directories
+    or globs); then only those satisfying ``where`` (see ``select_runs``). Also a one-line
+    description of where they came from and how they were chosen."""
     if wandb_project:
-        where = "/".join(p for p in (entity, wandb_project) if p)
+        where_from = "/".join(p for p in (entity, wandb_project) if p)
         filters = ", ".join(f"{k} {v}" for k, v in (("sweep", sweep), ("group", group)) if v)
-        runs = load_wandb_runs(wandb_project, entity=entity, sweep=sweep, group=group)
-        return runs, f"W&B project {where}" + (f" ({filters})" if filters else "")
-    if sweep:
-        raise ValueError("a sweep filter needs a W&B project")
-    runs = load_local_runs(runs_dir)
-    if group:
-        runs = runs[runs["group"] == group].reset_index(drop=True)
-    return runs, f"run records under {runs_dir}" + (f" (group {group})" if group else "")
+        if wandb_filters:
+            filters = ", ".join(p for p in (filters, f"filters {json.dumps(wandb_filters)}") if p)
+        runs = load_wandb_runs(wandb_project, entity=entity, sweep=sweep, group=group, filters=wandb_filters)
+        source = f"W&B project {where_from}" + (f" ({filters})" if filters else "")
+    else:
+        if sweep or wandb_filters:
+            raise ValueError("a sweep or W&B filter needs a W&B project")
+        runs = load_local_runs(runs_dir)
+        if group:
+            runs = select_runs(runs, [f"group={group}"])
+        shown = runs_dir if isinstance(runs_dir, (str, Path)) else " ".join(map(str, runs_dir))
+        source = f"run records under {shown}" + (f" (group {group})" if group else "")
+    return select_runs(runs, where), source + _describe_selection(where)
 
 
 def load_runs_from_environment(root: str | Path = ".", environ: Mapping[str, str] | None = None) -> tuple[pd.DataFrame, str]:
     """``load_runs`` configured by the ``CL_BENCH_*`` variables (how the notebooks are pointed at
-    runs); a relative runs directory is taken from ``root``."""
+    runs): ``CL_BENCH_RUNS`` directories or globs separated by ``os.pathsep``, relative to ``root``;
+    ``CL_BENCH_WHERE`` terms separated by spaces; ``CL_BENCH_WANDB_FILTERS`` a JSON object."""
     env = os.environ if environ is None else environ
-    runs_dir = Path(env.get(RUNS_ENV) or DEFAULT_RUNS_DIR).expanduser()
-    if not runs_dir.is_absolute():
-        runs_dir = Path(root) / runs_dir
-    return load_runs(runs_dir, wandb_project=env.get(WANDB_PROJECT_ENV) or None, entity=env.get(WANDB_ENTITY_ENV) or None,
-                     sweep=env.get(WANDB_SWEEP_ENV) or None, group=env.get(WANDB_GROUP_ENV) or None)
+    runs_dirs = []
+    for part in (env.get(RUNS_ENV) or DEFAULT_RUNS_DIR).split(os.pathsep):
+        path = Path(part).expanduser()
+        runs_dirs.append(path if path.is_absolute() else Path(root) / path)
+    filters = env.get(WANDB_FILTERS_ENV) or None
+    return load_runs(runs_dirs[0] if len(runs_dirs) == 1 else runs_dirs,
+                     wandb_project=env.get(WANDB_PROJECT_ENV) or None, entity=env.get(WANDB_ENTITY_ENV) or None,
+                     sweep=env.get(WANDB_SWEEP_ENV) or None, group=env.get(WANDB_GROUP_ENV) or None,
+                     wandb_filters=json.loads(filters) if filters else None, where=shlex.split(env.get(WHERE_ENV) or ""))
 
 
 # -- statistics -------------------------------------------------------------------------------------
@@ -334,11 +508,16 @@ def _paired(a: pd.Series, b: pd.Series) -> dict[str, float]:
     return result
 
 
+#: Fewest seeds two methods must share for a paired test to be defined.
+MIN_PAIRED_SEEDS = 2
+
+
 def paired_tests(runs: pd.DataFrame, metric: str = "last_accuracy") -> pd.DataFrame:
-    """Every pair of methods on the same bench and split, over the seeds both ran: paired t-test
-    and Wilcoxon signed-rank of ``a - b``, Holm-corrected across the pairs of each bench and split."""
+    """Every pair of methods evaluated under one protocol (bench, split, class order, backbone and
+    the bench's keys), over the seeds both ran: paired t-test and Wilcoxon signed-rank of ``a - b``,
+    Holm-corrected across the pairs of each protocol. Runs of different protocols are never paired."""
     rows = []
-    for (bench, split), group in runs.groupby(["bench", "split"], sort=True, dropna=False):
+    for (bench, split, _), group in runs.groupby(["bench", "split", "protocol"], sort=True, dropna=False):
         by_seed = group.pivot_table(index="seed", columns="method", values=metric, aggfunc="mean")
         block = []
         for a, b in combinations(sorted(by_seed.columns), 2):
@@ -380,15 +559,29 @@ def curves_long(runs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["run", "strategy", "method", "bench", "split", "seed", "experience", "accuracy"])
 
 
+def split_sizes_of(split: str) -> list[int] | None:
+    """Classes per experience of a ``B{init}-{inc}-{T}`` split name (None for another name)."""
+    match = re.fullmatch(r"B(\d+)-(\d+)-(\d+)", str(split))
+    if not match:
+        return None
+    init, inc, T = map(int, match.groups())
+    return [init] + [inc] * (T - 1)
+
+
 def curve_summary(runs: pd.DataFrame, confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """Per (bench, split, method, experience): mean ``A_t`` over seeds, CI half-width and seeds."""
+    """Per (bench, split, method, experience): mean ``A_t`` over seeds, CI half-width, seeds, and the
+    chance accuracy after that experience (one over the classes seen)."""
+    from cl_bench.metrics import chance_curve
+
     rows = []
     long = curves_long(runs)
     for (bench, split, method, t), block in long.groupby([*_GROUP_KEYS, "experience"], sort=True, dropna=False):
         mean, half, n = mean_ci(_per_seed(block, "accuracy").tolist(), confidence)
+        sizes = split_sizes_of(split)
+        chance = chance_curve(sizes)[t] if sizes and t < len(sizes) else float("nan")
         rows.append({"bench": bench, "split": split, "method": method, "experience": t,
-                     "mean": mean, "ci": half, "n_seeds": n})
-    return pd.DataFrame(rows, columns=["bench", "split", "method", "experience", "mean", "ci", "n_seeds"])
+                     "mean": mean, "ci": half, "n_seeds": n, "chance": chance})
+    return pd.DataFrame(rows, columns=["bench", "split", "method", "experience", "mean", "ci", "n_seeds", "chance"])
 
 
 def mean_accuracy_matrix(runs: pd.DataFrame) -> list[list[float]]:
@@ -490,27 +683,61 @@ def ledger_markdown(path: str | Path) -> str:
     return "\n".join(lines)
 
 
+def ledger_config(command: str, strategy: str) -> dict[str, Any] | None:
+    """The configuration (without seed) a ledger entry's command runs, resolved like ``run.py``
+    would resolve it; None when the command cannot be resolved (then no run matches the entry)."""
+    from cl_bench.cli import parse_args
+    from cl_bench.config import resolve_config
+    from cl_bench.errors import UserError
+
+    tokens = shlex.split(command)
+    script = next((i for i, token in enumerate(tokens) if token.endswith(".py")), None)
+    if script is None:
+        return None
+    try:
+        values, _ = parse_args(tokens[script + 1:])
+        if Path(tokens[script]).name == "compare.py":  # one strategy of a comparison; its seeds are the runs'
+            values.pop("strategies", None)
+            values.pop("seeds", None)
+            values.setdefault("bench", "digits_animals")
+            values["strategy"] = strategy
+        values.pop("seed", None)
+        config = resolve_config(values.pop("strategy"), values.pop("bench"), values)
+    except (UserError, KeyError, ValueError):
+        return None
+    return _comparable_config(config.semantic_json())
+
+
+def _matches_config(run_config: Mapping[str, Any], expected: Mapping[str, Any]) -> bool:
+    return all(_config_key({"v": run_config.get(k)}) == _config_key({"v": v}) for k, v in expected.items())
+
+
 def reproduction_table(ledger: pd.DataFrame, runs: pd.DataFrame | None = None,
                        confidence: float = CONFIDENCE) -> pd.DataFrame:
-    """``ledger_table`` plus, per entry, the loaded runs of that strategy, bench and split
-    (mean ± CI over seeds, in percent like the paper) or 'not yet run' text where there are none."""
+    """``ledger_table`` plus, per entry, the loaded runs whose configuration is the one the entry's
+    command runs (mean ± CI over seeds, in percent like the paper) or 'not yet run' text where there
+    are none; runs of the strategy, bench and split with another configuration are counted, not used."""
     table = ledger_table(ledger)
-    summary = summary_table(runs, confidence=confidence) if runs is not None and not runs.empty else None
-    loaded: dict[str, list[str]] = {"loaded runs Last": [], "loaded runs Avg": [], "loaded seeds": []}
+    loaded: dict[str, list[str]] = {"loaded runs Last": [], "loaded runs Avg": [], "loaded seeds": [],
+                                    "other configs (runs left out)": []}
     for entry in ledger.itertuples():
-        match = None
-        if summary is not None:
-            match = summary[(summary["strategy"] == entry.strategy) & (summary["bench"] == entry.bench)
-                            & (summary["split"] == entry.split)]
-        if match is None or match.empty:
+        candidates = pd.DataFrame(columns=list(RUN_COLUMNS))
+        if runs is not None and not runs.empty:
+            candidates = runs[(runs["strategy"] == entry.strategy) & (runs["bench"] == entry.bench)
+                              & (runs["split"] == entry.split)]
+        expected = ledger_config(entry.command, entry.strategy) if len(candidates) else None
+        match = candidates[candidates["config"].map(lambda c: _matches_config(c, expected))] if expected else candidates.iloc[:0]
+        loaded["other configs (runs left out)"].append(str(len(candidates) - len(match)))
+        if match.empty:
             loaded["loaded runs Last"].append(NOT_IN_THESE_RUNS)
             loaded["loaded runs Avg"].append(NOT_IN_THESE_RUNS)
             loaded["loaded seeds"].append("0")
             continue
-        rows = list(match.itertuples())  # several rows when several configurations ran
-        loaded["loaded runs Last"].append("; ".join(format_mean_ci(r.last_accuracy, r.last_accuracy_ci) for r in rows))
-        loaded["loaded runs Avg"].append("; ".join(format_mean_ci(r.avg_accuracy, r.avg_accuracy_ci) for r in rows))
-        loaded["loaded seeds"].append("; ".join(str(r.n_seeds) for r in rows))
+        last = mean_ci(_per_seed(match, "last_accuracy").tolist(), confidence)
+        avg = mean_ci(_per_seed(match, "avg_accuracy").tolist(), confidence)
+        loaded["loaded runs Last"].append(format_mean_ci(*last[:2]))
+        loaded["loaded runs Avg"].append(format_mean_ci(*avg[:2]))
+        loaded["loaded seeds"].append(str(match["seed"].nunique()))
     for column, values in loaded.items():
         table.insert(len(table.columns) - 1, column, values)
     return table

@@ -6,6 +6,7 @@ exits with code 2 and one line naming the key, before anything is downloaded or 
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import sys
 import typing
@@ -15,9 +16,34 @@ from cl_bench.config import Config, RunConfig, type_name, preset_names, resolve_
 from cl_bench.errors import ConfigError, report_errors
 from cl_bench.registry import BACKBONES, BENCHES, STRATEGIES
 
-__all__ = ["parse_args", "main", "help_text", "config_from_args"]
+__all__ = ["parse_args", "main", "help_text", "config_from_args", "ArgumentParser", "underscored"]
 
 PROG = "sweeps/run.py"
+
+
+def underscored(argv: Sequence[str]) -> list[str]:
+    """``--out-dir=x`` -> ``--out_dir=x``: every script spells its options with underscores, like
+    the config keys, and accepts dashes too."""
+    def one(token: str) -> str:
+        if not token.startswith("--") or token == "--":
+            return token
+        name, eq, value = token[2:].partition("=")
+        return "--" + name.replace("-", "_") + eq + value
+
+    return [one(token) for token in argv]
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """The scripts' argparse parser: options are declared with underscores (``--out_dir``) and
+    accepted with dashes as well (``--out-dir``). No abbreviations: a script that passes unknown
+    options on to ``run.py`` must not take ``--pre`` for one of its own."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def parse_known_args(self, args=None, namespace=None):
+        return super().parse_known_args(underscored(sys.argv[1:] if args is None else args), namespace)
 
 
 def parse_args(argv: Sequence[str]) -> tuple[dict[str, str], bool]:

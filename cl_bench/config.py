@@ -114,6 +114,10 @@ class RunConfig:
         False, "also store the final checkpoint as a W&B `model` artifact (it can be large)", semantic=False
     )
     log_every: int = option(25, "log the training loss every N steps", minimum=1, semantic=False)
+    progress_every: float = option(
+        60.0, "seconds between progress lines (rates, ETA) when stdout is not a terminal, e.g. a log file; 0: every step",
+        minimum=0.0, semantic=False,
+    )
 
 
 @dataclass

@@ -205,9 +205,9 @@ def results_table(record: RunRecord) -> str:
     R, metrics = data["R"], data["metrics"]
     if not R:
         return "no experience finished"
-    lines = ["R[t][i] (%): rows = after experience t, columns = test experience i"]
+    lines = ["R[t][i] (%): rows = after experience t, columns = test experience i (both from 1)"]
     for t, row in enumerate(R):
-        lines.append(f"  t={t:<3d} " + " ".join(f"{100 * a:5.1f}" for a in row))
+        lines.append(f"  t={t + 1:<3d} " + " ".join(f"{100 * a:5.1f}" for a in row))
     lines.append("A_t (%):  " + " ".join(f"{100 * a:5.1f}" for a in metrics["accuracy_curve"]))
     lines.append("chance:   " + " ".join(f"{100 * c:5.1f}" for c in chance_curve(data["classes_per_experience"])[: len(R)]))
     fmt = lambda v: "n/a" if v is None else f"{100 * v:.2f}"  # noqa: E731
@@ -388,7 +388,7 @@ def _train(plan: RunPlan, say) -> RunRecord:
         record.update(status="running", error=None, wandb=wandb_info, environment=env)
         tracker.update_config({"environment": env, "weights": backbone_record, "config_digest": record.data["config_digest"],
                                "config_origins": record.data.get("config_origins") or {}})
-        say(f"run {run_dir} ({'resuming at experience ' + str(start) if start else 'new'}); "
+        say(f"run {run_dir} ({f'resuming at experience {start + 1}/{n_experiences}' if start else 'new'}); "
             f"W&B {wandb_info['mode']} ({wandb_info['reason']})")
         wall_start = time.perf_counter()
         streams = build_streams(config)
@@ -398,7 +398,8 @@ def _train(plan: RunPlan, say) -> RunRecord:
             "classes_per_experience": sizes, "class_names": streams.class_names, "test_sizes": streams.test_sizes()}})
         backbone = build_backbone(config)
         collector, meter = PredictionCollector(), ThroughputMeter()
-        plugins = [guard, HealthCheck(HEALTH_CHECK_EVERY), collector, meter, ProgressBar(), LossLogger(tracker, config.run.log_every)]
+        progress = ProgressBar(n_experiences, label=config.run.strategy, every_s=config.run.progress_every)
+        plugins = [guard, HealthCheck(HEALTH_CHECK_EVERY), collector, meter, progress, LossLogger(tracker, config.run.log_every)]
         strategy_class = STRATEGIES[config.run.strategy].load_class()
         strategy = strategy_class.from_config(config, model=backbone.vit, device=device, plugins=plugins)
         counter = BlockPassCounter(backbone.vit.blocks)

@@ -206,7 +206,9 @@ class WandbTracker:
             T = len(R)
             columns = ["after_experience"] + [f"exp_{i}" for i in range(T)]
             rows = [[t] + [R[t][i] if i <= t else None for i in range(T)] for t in range(T)]
-            figure = accuracy_matrix_figure(R)
+            run_cfg = self.config.run
+            figure = accuracy_matrix_figure(R, title=f"{run_cfg.strategy} on {run_cfg.bench}, seed {run_cfg.seed}: "
+                                                     f"accuracy (%) after experience {T}")
             self.run.log({"experience": T - 1, "eval/accuracy_matrix": wandb.Table(columns=columns, data=rows),
                           "eval/accuracy_matrix_heatmap": wandb.Image(figure)})
         self._guard("accuracy matrix", write)

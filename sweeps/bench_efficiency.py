@@ -15,7 +15,6 @@ The data are synthetic images (timing does not depend on pixels); the split is B
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import sys
@@ -26,9 +25,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from avalanche.core import SupervisedPlugin as SupervisedPluginBase  # noqa: E402
-
-import cl_bench.catalog  # noqa: E402,F401  (registered names, for the defaults below)
+# Only light imports up to parsing, so --help and a typo answer at once; torch and Avalanche load in run().
+import cl_bench.catalog  # noqa: E402,F401  (registered names, for the defaults below; no torch)
+from cl_bench.cli import ArgumentParser  # noqa: E402
 from cl_bench.config import resolve_config  # noqa: E402
 from cl_bench.errors import UserError  # noqa: E402
 from cl_bench.registry import BACKBONES, STRATEGIES  # noqa: E402
@@ -41,21 +40,33 @@ CLASSES_PER_EXPERIENCE = 5
 CONFIG_BENCH = "split_cifar100"
 
 
-def parse(argv):
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    p.add_argument("--backbone", default="vit_mini_patch4_28.fmnist_letters")
-    p.add_argument("--pretrained", default="false", choices=["true", "false"], help="weights do not change timings")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--strategies", default=",".join(STRATEGIES.names()))
-    p.add_argument("--experiences", type=int, default=20, help="grow to this many experiences (stages beyond it are skipped)")
-    p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--train-per-experience", type=int, default=128)
-    p.add_argument("--eval-images", type=int, default=128)
-    p.add_argument("--threads", type=int, default=0)
+def build_parser() -> ArgumentParser:
+    p = ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0])
+    p.add_argument("--backbone", default="vit_mini_patch4_28.fmnist_letters",
+                   help="pinned backbone tag (see sweeps/run.py --help; default: %(default)s)")
+    p.add_argument("--pretrained", default="false", choices=["true", "false"],
+                   help="load the backbone's weights; they do not change timings (default: %(default)s)")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, ... (default: %(default)s)")
+    p.add_argument("--strategies", default=",".join(STRATEGIES.names()),
+                   help="comma-separated strategies to measure (default: all: %(default)s)")
+    p.add_argument("--experiences", type=int, default=20,
+                   help="grow to this many experiences; stages 1/5/10/20 beyond it are skipped (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=3,
+                   help="repeats of every measurement; tables show the median and min-max (default: %(default)s)")
+    p.add_argument("--batch_size", type=int, default=32, help="training and inference batch size (default: %(default)s)")
+    p.add_argument("--train_per_experience", type=int, default=128,
+                   help="synthetic training images per experience (default: %(default)s)")
+    p.add_argument("--eval_images", type=int, default=128,
+                   help="synthetic test images per inference measurement (default: %(default)s)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default (default: %(default)s)")
     p.add_argument("--bf16", action="store_true", help="also measure bf16 autocast (meaningful on GPU)")
-    p.add_argument("--out", default="reports/efficiency")
-    return p.parse_args(argv)
+    p.add_argument("--out", default="reports/efficiency",
+                   help="directory for efficiency.json and efficiency.md (default: %(default)s)")
+    return p
+
+
+def parse(argv):
+    return build_parser().parse_args(argv)
 
 
 # -- measurement helpers -----------------------------------------------------------------------
@@ -148,23 +159,28 @@ def synthetic_streams(n_experiences, train_per_class, test_per_class, size, seed
                         class_names=[f"class {c}" for c in range(n_classes)])
 
 
-class FlopWindow(SupervisedPluginBase):
-    """Counts FLOPs of the training epochs only (not of prototype passes after them)."""
+def flop_window():
+    """A plugin that counts the FLOPs of the training epochs only (not of prototype passes after
+    them); made on demand so that parsing never imports Avalanche."""
+    from avalanche.core import SupervisedPlugin
 
-    def __init__(self):
-        super().__init__()
-        self.flops = 0
-        self._mode = None
+    class FlopWindow(SupervisedPlugin):
+        def __init__(self):
+            super().__init__()
+            self.flops = 0
+            self._mode = None
 
-    def before_training_epoch(self, strategy, **kwargs):
-        from torch.utils.flop_counter import FlopCounterMode
+        def before_training_epoch(self, strategy, **kwargs):
+            from torch.utils.flop_counter import FlopCounterMode
 
-        self._mode = FlopCounterMode(display=False)
-        self._mode.__enter__()
+            self._mode = FlopCounterMode(display=False)
+            self._mode.__enter__()
 
-    def after_training_epoch(self, strategy, **kwargs):
-        self._mode.__exit__(None, None, None)
-        self.flops += self._mode.get_total_flops()
+        def after_training_epoch(self, strategy, **kwargs):
+            self._mode.__exit__(None, None, None)
+            self.flops += self._mode.get_total_flops()
+
+    return FlopWindow()
 
 
 class Subject:
@@ -190,7 +206,7 @@ class Subject:
 
     def train_next(self, flops=False):
         exp = self.streams.train_stream[self.done]
-        window = FlopWindow()
+        window = flop_window()
         if flops:
             self.strategy.plugins.append(window)
         with self.memory.measure():

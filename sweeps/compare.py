@@ -44,7 +44,7 @@ def _main(argv: list[str]) -> int:
 
     import pandas as pd
 
-    from cl_bench.analysis import format_mean_ci, load_local_runs, summary_table
+    from cl_bench.analysis import format_mean_ci, load_local_runs, select_runs, summary_table
     from cl_bench.experiment import run_experiment
     from cl_bench.metrics import chance_curve
 
@@ -54,28 +54,31 @@ def _main(argv: list[str]) -> int:
         record = run_experiment(config, quiet=False)
         names.append(record.data["run_name"])
 
-    runs = load_local_runs(configs[0].run.out_dir)
-    runs = runs[runs["run"].isin(names)]
+    out_dir = configs[0].run.out_dir
+    runs = select_runs(load_local_runs(out_dir), run_names=names)  # labelled among these runs only
     table = summary_table(runs)
     chance = chance_curve(configs[0].classes_per_experience())
-    efficiency = runs.groupby("strategy")[["trainable_parameters", "vit_passes_per_image", "train_images_per_s",
-                                           "eval_images_per_s", "eval_harness_speedup"]].median()
+    efficiency = runs.groupby("method")[["trainable_parameters", "vit_passes_per_image", "train_images_per_s",
+                                         "eval_images_per_s", "eval_harness_speedup"]].median()
+    width = max(12, *(len(m) for m in table["method"]))
     lines = [
         f"\n{bench} {table['split'].iloc[0]}, seeds {','.join(map(str, seeds))} (Last/Avg in %, mean ± 95% CI over seeds; "
         "ViT passes and eval img/s on new test images; cache x: the harness's query-cache speed-up, not a method cost)",
-        f"{'strategy':<12} {'Last':>14} {'Avg':>14} {'forgetting':>14} {'trainable':>10} {'ViT passes':>10} {'train img/s':>11} "
-        f"{'eval img/s':>10} {'cache x':>7}",
+        f"{'strategy':<{width}} {'Last':>14} {'Avg':>14} {'forgetting':>14} {'trainable':>10} {'ViT passes':>10} "
+        f"{'train img/s':>11} {'eval img/s':>10} {'cache x':>7}",
     ]
     for row in table.itertuples():
-        e = efficiency.loc[row.strategy]
+        e = efficiency.loc[row.method]
         lines.append(
-            f"{row.strategy:<12} {format_mean_ci(row.last_accuracy, row.last_accuracy_ci):>14} "
+            f"{row.method:<{width}} {format_mean_ci(row.last_accuracy, row.last_accuracy_ci):>14} "
             f"{format_mean_ci(row.avg_accuracy, row.avg_accuracy_ci):>14} {format_mean_ci(row.forgetting, row.forgetting_ci):>14} "
             f"{int(e.trainable_parameters or 0):>10d} {e.vit_passes_per_image:>10.2f} "
             f"{(e.train_images_per_s or float('nan')):>11.0f} {e.eval_images_per_s:>10.0f} "
             f"{'-' if pd.isna(e.eval_harness_speedup) or e.eval_harness_speedup == 1 else f'{e.eval_harness_speedup:.2f}':>7}"
         )
-    lines.append(f"{'chance':<12} {100 * chance[-1]:>14.2f} {100 * sum(chance) / len(chance):>14.2f}")
+    lines.append(f"{'chance':<{width}} {100 * chance[-1]:>14.2f} {100 * sum(chance) / len(chance):>14.2f}")
+    lines.append(f"\nRun records: {Path(out_dir).expanduser()}/<run>/record.json. Report with figures and significance "
+                 f"tests: python sweeps/report.py --runs {out_dir}")
     print("\n".join(lines))
     return 0
 

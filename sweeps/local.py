@@ -7,14 +7,15 @@ finished runs are skipped and their results feed the bayes proposals. At the end
 the best configurations with their metric aggregated over seeds.
 
 Options: --count N (new runs this time; default: the whole grid, or 10 for random/bayes),
---parallel K (runs at once, default 1), --out-dir DIR (run records, default runs/), and any
---key=value, passed to every run (e.g. --wandb_mode=offline) and checked with every command line first.
+--parallel K (runs at once, default 1), --out_dir DIR (run records, default runs/, as run.py's),
+and any --key=value, passed to every run (e.g. --wandb_mode=offline) and checked with every command
+line first. Options are spelled with underscores like run.py's keys; dashes (--out-dir) are accepted
+too. Metrics print in percent.
 Exit codes: 0, 2 for a sweep file or key that run.py would reject, 3 when no run of the sweep finished.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import subprocess
 import sys
@@ -26,6 +27,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 import cl_bench.catalog  # noqa: E402,F401  (every strategy, bench and backbone name)
+from cl_bench.cli import ArgumentParser  # noqa: E402
 from cl_bench.errors import RunStopped, UserError, report_errors  # noqa: E402
 from cl_bench.sweeping import (  # noqa: E402
     SweepState,
@@ -73,6 +75,22 @@ def _metric_of(params: dict, extra_values: dict, out_dir: Path, metric: str):
     return (record.data["metrics"] or {}).get(metric), str(run_dir)
 
 
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog=PROG, description=__doc__.splitlines()[0],
+                            epilog="Any other --key=value goes to every run, as sweeps/run.py takes it.")
+    parser.add_argument("sweep", help="a W&B sweep file, e.g. sweeps/specs/quick_offline.yaml")
+    parser.add_argument("--count", type=int, default=None,
+                        help=f"new runs this time (default: the whole grid, or {DEFAULT_SEARCH_COUNT} for random/bayes)")
+    parser.add_argument("--parallel", type=int, default=1, help="runs at once (default: 1)")
+    parser.add_argument("--out_dir", default="runs", help="directory of run records, as run.py's --out_dir (default: runs)")
+    return parser
+
+
+def _percent(value) -> str:
+    """A metric as everything else prints it: fractions in the records, percent on screen."""
+    return "n/a" if value is None or value != value else f"{100 * value:.2f}%"
+
+
 def _finished_entry(name: str, params: dict, extra_values: dict, out_dir: Path, metric_name: str) -> dict:
     """The state entry of a run that exited 0, with its metric (None when the split has none, e.g.
     forgetting after one experience)."""
@@ -81,7 +99,7 @@ def _finished_entry(name: str, params: dict, extra_values: dict, out_dir: Path, 
     except UserError as error:  # the record is unreadable: count the run as failed, it is retried next time
         print(f"[{name}] failed: {error}", flush=True)
         return {"status": "failed", "metric": None}
-    shown = "n/a (not defined for this run)" if metric is None else f"{metric:.4f}"
+    shown = "n/a (not defined for this run)" if metric is None else _percent(metric)
     print(f"[{name}] finished: {metric_name} = {shown}", flush=True)
     return {"status": "finished", "metric": metric, "run_dir": run_dir}
 
@@ -91,12 +109,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str]) -> int:
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.splitlines()[0])
-    parser.add_argument("sweep")
-    parser.add_argument("--count", type=int, default=None)
-    parser.add_argument("--parallel", type=int, default=1)
-    parser.add_argument("--out-dir", default="runs")
-    args, extra = parser.parse_known_args(argv)
+    args, extra = build_parser().parse_known_args(argv)
     from cl_bench.cli import parse_args
 
     extra_values, _ = parse_args(extra)  # checked with every command line of the sweep, before any run
@@ -158,13 +171,15 @@ def _main(argv: list[str]) -> int:
     failed = [r for r in state.runs if r["status"] == "failed"]
     best = best_configurations(state.runs, spec.metric, spec.goal)
     print(f"\n{len(state.finished())} finished, {len(failed)} failed. Best configurations by {spec.metric} "
-          f"({spec.goal}; mean ± 95% CI over seeds):")
+          f"({spec.goal}; mean ± 95% CI over seeds, in %):")
     for row in best:
-        ci = "" if row["ci"] != row["ci"] else f" ± {row['ci']:.4f}"
+        ci = "" if row["ci"] != row["ci"] else f" ± {100 * row['ci']:.2f}"
         shown = " ".join(f"{k}={v}" for k, v in row["params"].items())
-        print(f"  {row['mean']:.4f}{ci}  (n={row['n_seeds']})  {shown}")
+        print(f"  {100 * row['mean']:6.2f}{ci}  (n={row['n_seeds']})  {shown}")
     if launched and not state.finished():
         raise RunStopped(f"no run of sweep {spec.name} finished ({len(failed)} failed); their logs are in {log_dir}")
+    print(f"\nRun records: {out_dir}/<run>/record.json; logs: {log_dir}. "
+          f"Compare the configurations: python sweeps/report.py --runs {out_dir}")
     return 0
 
 

@@ -15,6 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from a checkout without installing
+
+from cl_bench.cli import ArgumentParser  # noqa: E402
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png"}
 N_CLASSES = 200
 
@@ -57,14 +61,19 @@ def write_split(split: dict[str, list[str]], out: Path, header: str) -> None:
     tmp.replace(out)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="sweeps/make_imagenet_r_split.py", description=__doc__.splitlines()[0])
     parser.add_argument("source", type=Path, help="imagenet-r/ folder: PILOT's pre-split one, or the extracted tar")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--train_fraction", type=float, default=0.8)
-    parser.add_argument("--seed", type=int, default=1993)
+    parser.add_argument("out", type=Path, help="the split file to write (pass it to run.py --split_file)")
+    parser.add_argument("--train_fraction", type=float, default=0.8,
+                        help="share of every class for training, original layout only (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=1993, help="numpy seed of that split (default: %(default)s)")
     parser.add_argument("--n_classes", type=int, default=N_CLASSES, help=argparse.SUPPRESS)  # tests use fewer
-    args = parser.parse_args(argv)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     prog = "sweeps/make_imagenet_r_split.py"
     source: Path = args.source.expanduser()
     if not source.is_dir():

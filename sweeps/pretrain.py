@@ -5,7 +5,6 @@ random twin, sha256). The default output is the file the `vit_mini_patch4_28.fmn
 loads; after regenerating it, pin its new sha256 in cl_bench/backbones.py.
 """
 
-import argparse
 import dataclasses
 import sys
 from pathlib import Path
@@ -13,15 +12,20 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from cl_bench.benches import FashionMnistConfig, _require_fashion_mnist, _check_digits_animals, OfflineBenchConfig  # noqa: E402
+from cl_bench.cli import ArgumentParser  # noqa: E402
 from cl_bench.errors import UserError  # noqa: E402
 from cl_bench.pretraining import PretrainConfig  # noqa: E402
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(prog="sweeps/pretrain.py", description=__doc__.splitlines()[0])
     for f in dataclasses.fields(PretrainConfig):
-        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default)
-    config = PretrainConfig(**vars(parser.parse_args()))
+        parser.add_argument(f"--{f.name}", type=type(f.default), default=f.default, help="default: %(default)s")
+    return parser
+
+
+def main() -> int:
+    config = PretrainConfig(**vars(build_parser().parse_args()))
     try:
         if config.glyphs_per_class:
             from cl_bench.benches.glyphs import DEBIAN_FONT_PACKAGES, FONT_DIRS, find_fonts

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import struct
@@ -189,23 +190,28 @@ def tiny_run_records(tmp_path_factory) -> Path:
 def write_fake_record(root: Path, *, strategy: str, bench: str, seed: int, R: list[list[float]],
                       classes_per_experience: list[int] | None = None, test_sizes: list[int] | None = None,
                       preset: str = "default", group: str | None = None, status: str = "finished",
-                      efficiency: dict[str, Any] | None = None) -> Path:
+                      efficiency: dict[str, Any] | None = None, config: dict[str, Any] | None = None,
+                      run_name: str | None = None) -> Path:
     """A run record with the fields ``cl_bench.record`` writes, metrics computed from ``R``
-    (equal test sizes unless given), without training anything."""
+    (equal test sizes unless given), without training anything. ``config`` adds or overrides
+    config keys (e.g. ``{"epochs": 1}``: another configuration of the strategy)."""
     from cl_bench.metrics import summarize
     from cl_bench.record import RECORD_FILE, RECORD_FORMAT
 
     T = len(R)
     classes = classes_per_experience or [2] * T
     sizes = test_sizes or [10] * T
-    group = group or f"{strategy}-{bench}-{preset}"
-    run_name = f"{strategy}-{bench}-{preset}-s{seed}"
+    config = {"strategy": strategy, "bench": bench, "preset": preset, "seed": seed, "backbone": "fake_vit", **(config or {})}
+    extra = {k: v for k, v in config.items() if k not in ("strategy", "bench", "preset", "seed", "backbone")}
+    extra = "-" + hashlib.sha256(json.dumps(extra, sort_keys=True).encode()).hexdigest()[:8] if extra else ""
+    run_name = run_name or f"{strategy}-{bench}-{preset}{extra}-s{seed}"
+    group = group or f"{strategy}-{bench}-{preset}{extra}"
     run_dir = root / run_name
     run_dir.mkdir(parents=True, exist_ok=True)
     data = {
         "format": RECORD_FORMAT, "status": status, "run_name": run_name, "group": group,
         "strategy": strategy, "bench": bench, "seed": seed,
-        "config": {"strategy": strategy, "bench": bench, "preset": preset, "seed": seed, "backbone": "fake_vit"},
+        "config": config, "config_semantic": config,
         "classes_per_experience": classes, "test_sizes": sizes, "R": R,
         "steps": [{"experience": t, "accuracy_per_experience": row} for t, row in enumerate(R)],
         "metrics": summarize(R, sizes, classes).as_dict(),
@@ -300,3 +306,30 @@ def plain_strategy(name: str, vit, *, n_classes: int = len(PLAIN_CLASS_ORDER), n
                  **TINY_STRATEGY_ARGUMENTS.get(name, {}), "train_mb_size": 8, "train_epochs": 1, "eval_mb_size": 16,
                  "device": torch.device("cpu"), **kwargs}
     return strategy_class(model=vit, **arguments)
+
+
+def tiny_naive_strategy(plugins=(), *, epochs: int = 2, experiences: int = 2, per_class: int = 8, batch: int = 4):
+    """Avalanche's own ``Naive`` strategy on a linear model and a synthetic 2-class-per-experience
+    stream: a real Avalanche training and evaluation loop in well under a second, for plugin tests."""
+    import torch
+    from avalanche.benchmarks.scenarios import class_incremental_benchmark
+    from avalanche.benchmarks.utils import as_classification_dataset
+    from avalanche.training import Naive
+    from torch.utils.data import TensorDataset
+
+    n_classes = 2 * experiences
+    generator = torch.Generator().manual_seed(0)
+
+    def dataset():
+        y = torch.arange(n_classes).repeat_interleave(per_class)
+        data = TensorDataset(torch.rand(len(y), 6, generator=generator), y)
+        data.targets = y.tolist()
+        return as_classification_dataset(data)
+
+    benchmark = class_incremental_benchmark({"train": dataset(), "test": dataset()}, class_order=list(range(n_classes)),
+                                            num_classes_per_exp=[2] * experiences)
+    model = torch.nn.Linear(6, n_classes)
+    strategy = Naive(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+                     criterion=torch.nn.CrossEntropyLoss(), train_mb_size=batch, train_epochs=epochs,
+                     eval_mb_size=batch, device="cpu", plugins=list(plugins), evaluator=None)
+    return strategy, benchmark

@@ -182,27 +182,127 @@ class HealthCheck(SupervisedPlugin):
             )
 
 
+def _clock_text(seconds: float) -> str:
+    """``h:mm:ss`` or ``m:ss``."""
+    if not math.isfinite(seconds):
+        return "?"
+    minutes, secs = divmod(int(round(seconds)), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+
+
+class _Phase:
+    """Steps, images and time of one training or evaluation pass over an experience."""
+
+    def __init__(self, total: int, now: float) -> None:
+        self.total, self.steps, self.images = total, 0, 0
+        self.start = self.last_line = now
+
+    def rates(self, now: float) -> tuple[float, float, float]:
+        """Steps/s, images/s and the seconds left at the current rate."""
+        elapsed = max(now - self.start, 1e-9)
+        steps_per_s = self.steps / elapsed
+        left = (self.total - self.steps) / steps_per_s if steps_per_s > 0 else float("nan")
+        return steps_per_s, self.images / elapsed, left
+
+
 class ProgressBar(SupervisedPlugin):
-    """One bar per experience over its training steps (hidden when stderr is not a terminal)."""
+    """Progress of training and evaluation, experiences counted from 1 like the run's summary lines.
 
-    def __init__(self) -> None:
+    On a terminal (stderr): a tqdm bar per pass. When stdout is not a terminal (a log file, a SLURM
+    job): one line every ``every_s`` seconds with steps, rates, the loss and the ETA of the pass, so
+    logs show a run is alive and how long it needs. Both when only stdout is redirected.
+    """
+
+    def __init__(self, n_experiences: int | None = None, label: str = "", every_s: float = 60.0,
+                 lines_to=None, clock: Callable[[], float] | None = None) -> None:
+        import time
+
         super().__init__()
+        self.n_experiences = n_experiences
+        self.label = label
+        self.every_s = every_s
+        self._lines_to = lines_to  # None: stdout when it is not a terminal, else no lines
+        self._clock = clock or time.monotonic
         self.bar = None
+        self._phase: _Phase | None = None
+        self._experience = 0  # index of the experience trained last (evaluation follows it)
 
-    def before_training_epoch(self, strategy, **kwargs) -> None:
-        if self.bar is None:
-            total = strategy.train_epochs * len(strategy.dataloader)
-            self.bar = tqdm(total=total, desc=f"experience {strategy.experience_index}", unit="step",
-                            leave=False, disable=None, dynamic_ncols=True)
-        self.bar.set_postfix_str(f"epoch {strategy.clock.train_exp_epochs + 1}/{strategy.train_epochs}")
+    # -- output ---------------------------------------------------------------------------------
+    def _stream(self):
+        if self._lines_to is not None:
+            return self._lines_to
+        return None if _is_terminal(sys.stdout) else sys.stdout
 
-    def after_training_iteration(self, strategy, **kwargs) -> None:
-        self.bar.update(1)
+    def _prefix(self, kind: str) -> str:
+        of = f"/{self.n_experiences}" if self.n_experiences else ""
+        return f"[{self.label + ' ' if self.label else ''}exp {self._experience + 1}{of} {kind}]"
 
-    def after_training_exp(self, strategy, **kwargs) -> None:
+    def _start(self, kind: str, total: int) -> None:
+        self._close()
+        self._phase = _Phase(total, self._clock())
+        self.bar = tqdm(total=total, desc=self._prefix(kind)[1:-1], unit="step", leave=False, disable=None,
+                        dynamic_ncols=True, file=sys.stderr)
+
+    def _step(self, strategy, kind: str, detail: str = "") -> None:
+        phase = self._phase
+        if phase is None:
+            return
+        phase.steps += 1
+        phase.images += len(strategy.mb_y) if getattr(strategy, "mb_y", None) is not None else 0
+        if self.bar is not None:
+            self.bar.update(1)
+        stream = self._stream()
+        now = self._clock()
+        if stream is None or now - phase.last_line < self.every_s:
+            return
+        phase.last_line = now
+        steps_per_s, images_per_s, left = phase.rates(now)
+        percent = 100 * phase.steps / phase.total if phase.total else float("nan")
+        loss = ""
+        if kind == "train" and getattr(strategy, "loss", None) is not None:
+            loss = f", loss {float(strategy.loss.detach()):.4f}"
+        print(f"{self._prefix(kind)} {detail}step {phase.steps}/{phase.total} ({percent:.0f}%), "
+              f"{steps_per_s:.2f} steps/s, {images_per_s:.0f} img/s{loss}, "
+              f"elapsed {_clock_text(now - phase.start)}, ETA {_clock_text(left)}", file=stream, flush=True)
+
+    def _close(self) -> None:
         if self.bar is not None:
             self.bar.close()
-            self.bar = None
+        self.bar, self._phase = None, None
+
+    # -- training -------------------------------------------------------------------------------
+    def before_training_exp(self, strategy, **kwargs) -> None:
+        self._experience = strategy.experience.current_experience
+
+    def before_training_epoch(self, strategy, **kwargs) -> None:
+        if self._phase is None:
+            self._start("train", strategy.train_epochs * len(strategy.dataloader))
+        if self.bar is not None:
+            self.bar.set_postfix_str(f"epoch {strategy.clock.train_exp_epochs + 1}/{strategy.train_epochs}")
+
+    def after_training_iteration(self, strategy, **kwargs) -> None:
+        self._step(strategy, "train", f"epoch {strategy.clock.train_exp_epochs + 1}/{strategy.train_epochs}, ")
+
+    def after_training_exp(self, strategy, **kwargs) -> None:
+        self._close()
+
+    # -- evaluation -----------------------------------------------------------------------------
+    def before_eval_exp(self, strategy, **kwargs) -> None:
+        self._start("eval", len(strategy.dataloader))
+
+    def after_eval_iteration(self, strategy, **kwargs) -> None:
+        self._step(strategy, "eval")
+
+    def after_eval_exp(self, strategy, **kwargs) -> None:
+        self._close()
 
 
 class LossLogger(SupervisedPlugin):

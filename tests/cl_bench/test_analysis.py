@@ -194,8 +194,73 @@ def test_configurations_of_one_strategy_are_never_averaged(tmp_path):
         write_fake_record(tmp_path, strategy="ease", bench="bench_x", seed=seed, R=constant_R(0.6))
     summary = analysis.summary_table(analysis.load_local_runs(tmp_path)).set_index("method")
     assert summary["last_accuracy"].to_dict() == pytest.approx(
-        {"ease": 0.6, "l2p [default]": 0.5, "l2p [reference]": 0.7})
+        {"ease": 0.6, "l2p (preset=default)": 0.5, "l2p (preset=reference)": 0.7})
     assert set(summary["strategy"]) == {"ease", "l2p"}
+
+
+@pytest.fixture
+def two_configs_per_method(tmp_path):
+    """cl_lora with epochs 3 and 1, ease with lr 0.01 and 0.02, three seeds each; the second
+    configuration of each scores 0.1 lower."""
+    for seed in (0, 1, 2):
+        for strategy, key, values in (("cl_lora", "epochs", (3, 1)), ("ease", "lr", (0.01, 0.02))):
+            for value, accuracy in zip(values, (0.6 + 0.01 * seed, 0.5 + 0.01 * seed)):
+                write_fake_record(tmp_path, strategy=strategy, bench="bench_x", seed=seed, R=constant_R(accuracy),
+                                  config={key: value, "batch_size": 32})
+    return tmp_path
+
+
+def test_runs_group_by_config_without_seed_and_labels_name_the_keys_that_differ(two_configs_per_method):
+    runs = analysis.load_local_runs(two_configs_per_method)
+    summary = analysis.summary_table(runs).set_index("method")
+    assert summary["last_accuracy"].to_dict() == pytest.approx({
+        "cl_lora (epochs=1)": 0.51, "cl_lora (epochs=3)": 0.61, "ease (lr=0.01)": 0.61, "ease (lr=0.02)": 0.51})
+    assert (summary["n_seeds"] == 3).all() and (summary["n_runs"] == 3).all()
+    assert set(runs["config"].map(lambda c: "seed" in c)) == {False}
+    # One configuration left after a selection: its label is the bare strategy again.
+    chosen = analysis.select_runs(runs, ["epochs=1"])
+    assert set(chosen["method"]) == {"cl_lora"} and len(chosen) == 3
+
+
+def test_preset_labels_add_only_keys_that_vary_within_a_preset(tmp_path):
+    for seed in (0, 1):
+        write_fake_record(tmp_path, strategy="l2p", bench="bench_x", seed=seed, R=constant_R(0.5), preset="default",
+                          config={"epochs": 3, "lr": 0.005})
+        write_fake_record(tmp_path, strategy="l2p", bench="bench_x", seed=seed, R=constant_R(0.4), preset="default",
+                          config={"epochs": 1, "lr": 0.005})
+        write_fake_record(tmp_path, strategy="l2p", bench="bench_x", seed=seed, R=constant_R(0.7), preset="reference",
+                          config={"epochs": 5, "lr": 0.03})
+    labels = set(analysis.load_local_runs(tmp_path)["method"])
+    assert labels == {"l2p (preset=default, epochs=3)", "l2p (preset=default, epochs=1)", "l2p (preset=reference, epochs=5)"}
+
+
+def test_select_runs_by_key_value_alternatives_negation_and_run_glob(two_configs_per_method):
+    runs = analysis.load_local_runs(two_configs_per_method)
+    assert set(analysis.select_runs(runs, ["strategy=ease", "lr=0.02"])["method"]) == {"ease"}
+    assert len(analysis.select_runs(runs, ["seed=0,2"])) == 8
+    assert set(analysis.select_runs(runs, ["strategy!=ease"])["strategy"]) == {"cl_lora"}
+    assert set(analysis.select_runs(runs, ["run=ease-*-s1"])["seed"]) == {1}
+    with pytest.raises(ValueError, match="no run has a key 'epoch'"):
+        analysis.select_runs(runs, ["epoch=1"])
+    with pytest.raises(ValueError, match="key=value"):
+        analysis.select_runs(runs, ["epochs"])
+    # --runs takes globs of run directories as well as directories.
+    globbed = analysis.load_local_runs(str(two_configs_per_method / "cl_lora-*"))
+    assert set(globbed["strategy"]) == {"cl_lora"} and len(globbed) == 6
+    with pytest.raises(FileNotFoundError, match="no runs match"):
+        analysis.load_local_runs(str(two_configs_per_method / "l2p-*"))
+
+
+def test_significance_pairs_only_runs_of_one_protocol(tmp_path):
+    for seed, (a, b) in enumerate([(0.6, 0.5), (0.65, 0.52), (0.7, 0.6)]):
+        write_fake_record(tmp_path, strategy="cl_lora", bench="bench_x", seed=seed, R=constant_R(a))
+        write_fake_record(tmp_path, strategy="ease", bench="bench_x", seed=seed, R=constant_R(b))
+        # The same seeds under another class order: never paired with the runs above.
+        write_fake_record(tmp_path, strategy="l2p", bench="bench_x", seed=seed, R=constant_R(b),
+                          config={"class_order_seed": -1})
+    tests = analysis.paired_tests(analysis.load_local_runs(tmp_path))
+    assert list(zip(tests["a"], tests["b"])) == [("cl_lora", "ease")]
+    assert tests.iloc[0]["n_seeds"] == 3 and tests.iloc[0]["mean_difference"] == pytest.approx(0.11)
 
 
 def test_load_runs_from_environment_reads_the_notebook_variables(tmp_path):
@@ -230,7 +295,7 @@ def test_figures_render_to_png(records):
     heatmap = plots.accuracy_matrix_figure(analysis.mean_accuracy_matrix(runs), title="R")
     for fig in (curves, heatmap):
         assert plots.figure_png(fig).startswith(b"\x89PNG")
-    assert {t.get_text().split(" ")[0] for t in curves.axes[0].get_legend().get_texts()} == set(TINY_RECORD_STRATEGIES)
+    assert {t.get_text().split(" ")[0] for t in curves.axes[0].get_legend().get_texts()} == {*TINY_RECORD_STRATEGIES, "chance"}
 
 
 def test_efficiency_table_keeps_every_column(records):
@@ -257,24 +322,36 @@ def test_ledger_shows_not_yet_run_as_text_never_a_number():
         assert row["loaded runs Last"] == analysis.NOT_IN_THESE_RUNS
 
 
-def test_reproduction_table_shows_our_numbers_where_they_exist(tmp_path):
+def test_reproduction_table_uses_only_runs_of_the_entrys_configuration(tmp_path):
+    from cl_bench.config import resolve_config
+
     ledger_file = tmp_path / "ledger.yaml"
     ledger_file.write_text(yaml.safe_dump({"entries": [
-        {"strategy": "ease", "bench": "bench_x", "split": "B2-2-3", "paper": {"last": 80.0, "avg": None, "source": "s"},
-         "ours": {"last": 79.5, "avg": 85.25, "seeds": 3}, "command": "python sweeps/run.py --strategy ease"},
-        {"strategy": "l2p", "bench": "bench_x", "split": "B2-2-3", "paper": {"last": 70.0, "avg": 75.0, "source": "s"},
-         "ours": None, "command": "python sweeps/run.py --strategy l2p"},
+        {"strategy": "ease", "bench": "digits_animals", "split": "B4-4-5", "paper": {"last": 80.0, "avg": None, "source": "s"},
+         "ours": {"last": 79.5, "avg": 85.25, "seeds": 3}, "command": "python sweeps/run.py --strategy ease --bench digits_animals"},
+        {"strategy": "l2p", "bench": "digits_animals", "split": "B4-4-5", "paper": {"last": 70.0, "avg": 75.0, "source": "s"},
+         "ours": None, "command": "python sweeps/compare.py --bench digits_animals --strategies l2p --seeds 0,1"},
     ]}))
+    preset = resolve_config("l2p", "digits_animals", {}).semantic_json()
+    five = {"classes_per_experience": [4] * 5, "test_sizes": [40] * 5}
     for seed, accuracy in enumerate([0.5, 0.7]):
-        write_fake_record(tmp_path / "runs", strategy="l2p", bench="bench_x", seed=seed, R=constant_R(accuracy, 3))
+        write_fake_record(tmp_path / "runs", strategy="l2p", bench="digits_animals", seed=seed,
+                          R=constant_R(accuracy, 5), config={**preset, "seed": seed}, **five)
+        # Another configuration of the same strategy, bench and split: counted, never averaged in.
+        write_fake_record(tmp_path / "runs", strategy="l2p", bench="digits_animals", seed=seed,
+                          R=constant_R(0.1, 5), config={**preset, "seed": seed, "epochs": 1}, **five)
+    write_fake_record(tmp_path / "runs", strategy="ease", bench="digits_animals", seed=0, R=constant_R(0.9, 5),
+                      config={"epochs": 1}, **five)
     shown = analysis.reproduction_table(analysis.load_ledgers([ledger_file]),
                                         analysis.load_local_runs(tmp_path / "runs")).set_index("method")
     assert shown.loc["ease", ["paper Last", "paper Avg", "ours Last", "ours Avg"]].tolist() == ["80.00", "n/a", "79.50", "85.25"]
     assert shown.loc["l2p", "ours Last"] == analysis.NOT_YET_RUN
     assert shown.loc["l2p", "loaded runs Last"] == analysis.format_mean_ci(*analysis.mean_ci([0.5, 0.7])[:2])
+    assert shown.loc["l2p", ["loaded seeds", "other configs (runs left out)"]].tolist() == ["2", "2"]
     assert shown.loc["ease", "loaded runs Avg"] == analysis.NOT_IN_THESE_RUNS
+    assert shown.loc["ease", "other configs (runs left out)"] == "1"
     markdown = analysis.ledger_markdown(ledger_file)
-    assert "| l2p | bench_x | B2-2-3 | 70.00 | 75.00 | not yet run (needs a GPU) | not yet run (needs a GPU) |" in markdown
+    assert "| l2p | digits_animals | B4-4-5 | 70.00 | 75.00 | not yet run (needs a GPU) | not yet run (needs a GPU) |" in markdown
 
 
 def test_markdown_table_escapes_pipes():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -69,8 +70,11 @@ def test_report_lists_per_bench_only_the_methods_that_ran_there(tmp_path):
         write_fake_record(runs, strategy="simple_cil", bench="digits_animals", seed=seed, R=[[a], [a, a]])
         write_fake_record(runs, strategy="ease", bench="digits_animals", seed=seed, R=[[b], [b, b]])
     twenty = [5] * 20
+    from cl_bench.config import resolve_config
+
+    ledger_config = resolve_config("simple_cil", "split_cifar100", {}).semantic_json()  # the ledger command's config
     for seed in (0, 1):
-        write_fake_record(runs, strategy="simple_cil", bench="split_cifar100", seed=seed,
+        write_fake_record(runs, strategy="simple_cil", bench="split_cifar100", seed=seed, config={**ledger_config, "seed": seed},
                           R=[[0.8] * (t + 1) for t in range(20)], classes_per_experience=twenty, test_sizes=[500] * 20)
     result = report("--runs", str(runs), "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr
@@ -98,3 +102,60 @@ def test_bad_input_is_one_line_and_exit_code_2(tmp_path, setup):
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "error" in result.stderr
     assert not (tmp_path / "out" / "report.md").exists()
+
+
+def run_report_in_process(*args: str) -> tuple[int, str]:
+    """``sweeps/report.py`` called in this process (no interpreter start-up): exit code, report text."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("cl_bench_report_script", REPORT_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    code = module.main(list(args))
+    out = next(iter(a for a in args if a.startswith("--out=")), "").partition("=")[2]
+    path = Path(out) / "report.md"
+    return code, path.read_text() if code == 0 else ""
+
+
+@pytest.fixture
+def two_configs_per_method(tmp_path):
+    """cl_lora with epochs 3 and 1, ease with lr 0.01 and 0.02, three seeds each."""
+    runs = tmp_path / "runs"
+    for seed in (0, 1, 2):
+        for strategy, key, values in (("cl_lora", "epochs", (3, 1)), ("ease", "lr", (0.01, 0.02))):
+            for value, accuracy in zip(values, (0.6 + 0.01 * seed, 0.5 + 0.02 * seed)):
+                write_fake_record(runs, strategy=strategy, bench="digits_animals", seed=seed,
+                                  R=[[accuracy] * (t + 1) for t in range(2)], config={key: value})
+    return runs
+
+
+def test_report_labels_configurations_and_pairs_only_like_with_like(two_configs_per_method, tmp_path):
+    code, text = run_report_in_process(f"--runs={two_configs_per_method}", f"--out={tmp_path / 'out'}")
+    assert code == 0
+    results = bench_section(text, "digits_animals B2-2-2")
+    for label in ("cl_lora (epochs=1)", "cl_lora (epochs=3)", "ease (lr=0.01)", "ease (lr=0.02)"):
+        assert f"| {label} | 3 |" in results
+    assert not re.search(r"^\| \w+ \[", results, flags=re.M), "no run-group hashes in labels"
+    significance = text.split("## Significance")[1].split("## Efficiency")[0]
+    pairs = [line for line in significance.splitlines() if line.startswith("| digits_animals |")]
+    assert len(pairs) == 2 * 6  # four groups under one protocol: six pairs, for Last and for Avg
+    assert "## Run sets" in text
+
+
+def test_report_where_and_runs_glob_choose_the_run_set(two_configs_per_method, tmp_path):
+    code, text = run_report_in_process(f"--runs={two_configs_per_method}", "--where", "epochs=3,1",
+                                       "--where=strategy=cl_lora", f"--out={tmp_path / 'a'}")
+    assert code == 0
+    results = bench_section(sections(text)[0], "digits_animals B2-2-2")
+    assert "cl_lora (epochs=1)" in results and "ease" not in results
+    assert "where epochs=3,1 and strategy=cl_lora" in text
+    code, text = run_report_in_process(f"--runs={two_configs_per_method}/ease-*", "--where", "lr!=0.02",
+                                       f"--out={tmp_path / 'b'}")
+    results = bench_section(sections(text)[0], "digits_animals B2-2-2")
+    assert code == 0 and "| ease | 3 |" in results and "cl_lora" not in results  # one configuration: a bare name
+
+
+def test_report_refuses_a_where_key_no_run_has(two_configs_per_method, tmp_path):
+    result = report("--runs", str(two_configs_per_method), "--where", "epoch=1", "--out", str(tmp_path / "out"))
+    assert result.returncode == 2 and "no run has a key 'epoch'" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

@@ -2,6 +2,7 @@
 run, resuming, and bayes proposals without a server."""
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,14 +72,14 @@ def test_bad_sweep_files_are_refused_before_anything_runs(tmp_path, changes, fra
     path = _write(tmp_path, **changes)
     with pytest.raises(SweepError, match=fragment.replace("$", r"\$").replace("{", r"\{").replace("}", r"\}").replace("(", r"\(").replace(")", r"\)")):
         validate_sweep(load_sweep(path))
-    result = subprocess.run([sys.executable, str(LOCAL), str(path), f"--out-dir={tmp_path / 'runs'}"],
+    result = subprocess.run([sys.executable, str(LOCAL), str(path), f"--out_dir={tmp_path / 'runs'}"],
                             capture_output=True, text=True, cwd=REPO, timeout=60)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and fragment in result.stderr
     assert not (tmp_path / "runs").exists()
 
 
 def _local(path: Path, out: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(LOCAL), str(path), f"--out-dir={out}", *TINY, *extra],
+    return subprocess.run([sys.executable, str(LOCAL), str(path), f"--out_dir={out}", *TINY, *extra],
                           capture_output=True, text=True, cwd=REPO, timeout=900)
 
 
@@ -94,6 +95,7 @@ def test_local_grid_runs_to_completion_survives_a_failure_and_resumes(tmp_path):
     assert sorted(r["status"] for r in state) == ["failed", "failed", "finished", "finished"]
     assert all(r["exit_code"] == 3 for r in state if r["status"] == "failed")
     assert "Best configurations" in first.stdout and "(n=2)" in first.stdout  # the two seeds aggregate
+    assert "= n/a" not in first.stdout and re.search(r"finished: avg_accuracy = \d+\.\d\d%", first.stdout)  # percent
     records = list((tmp_path / "runs").glob("cl_lora-*/record.json"))
     assert len(records) == 4 and sum(json.loads(p.read_text())["status"] == "finished" for p in records) == 2
 
