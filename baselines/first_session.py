@@ -95,6 +95,7 @@ class FirstSessionNet(nn.Module):
         self.vit = vit
         # A plain list: the parameters are registered once, where they sit in the ViT.
         self.petl_parameters: list[nn.Parameter] = add_petl(vit, petl, options or PetlOptions())
+        self.requires_grad_(False)  # nothing trains until the first experience starts
         self.head: CosineLinear | None = None
 
     def start_first_session(self, n_classes: int) -> None:
