@@ -1,0 +1,1 @@
+"""Finetune: the lower-bound reference row, trained experience after experience with no continual-learning mechanism."""

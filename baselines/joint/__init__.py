@@ -1,0 +1,1 @@
+"""Joint: the upper-bound reference row, all classes trained at once."""
