@@ -165,6 +165,8 @@ class LoRAQKV(nn.Module):
         if not torch.is_grad_enabled() and self.merge_for_inference:
             return self._merged(h, n_groups)
         out = self._base(h)
+        if n_groups == 1 and not self.groups[0]:
+            return out
         if n_groups == 1:
             return self._with_deltas(out, self._group_deltas(h, self.groups[0]))
         d = self.dim
@@ -225,6 +227,8 @@ class LoRAQKV(nn.Module):
 
     def _merged(self, h: torch.Tensor, n_groups: int) -> torch.Tensor:
         d = self.dim
+        if n_groups == 1 and not self.groups[0]:
+            return self._base(h)
         weights = [self.effective_weight(group) for group in self.groups]
         if n_groups == 1:
             return nn.functional.linear(h, weights[0], self.qkv.bias)
