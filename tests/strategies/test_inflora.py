@@ -213,3 +213,21 @@ def test_memory_state_dict_resizes_on_load():
     fresh = SubspaceMemory(8)
     fresh.load_state_dict(memory.state_dict())
     assert torch.equal(fresh.basis, memory.basis) and bool(fresh.retain) == bool(memory.retain)
+
+
+def test_presets_follow_the_official_recipe_and_the_schedule_uses_the_real_task_count():
+    from cl_bench import catalog  # noqa: F401
+    from cl_bench.config import resolve_config
+    from cl_bench.errors import ConfigError
+
+    cifar = resolve_config("inflora", "split_cifar100")
+    inr = resolve_config("inflora", "imagenet_r")
+    assert (cifar.run.lr, cifar.run.epochs, cifar.run.batch_size, cifar.method.threshold_start) == (5e-4, 20, 128, 0.95)
+    assert (inr.run.epochs, inr.method.threshold_start, inr.run.backbone) == (50, 0.98, "vit_base_patch16_224.augreg_in21k_ft_in1k")
+    assert cifar.method.schedule_tasks(cifar) == 20 and inr.method.schedule_tasks(inr) == 40
+    assert resolve_config("inflora", "split_cifar100", preset="reference").method.schedule_tasks(
+        resolve_config("inflora", "split_cifar100", preset="reference")) == 10
+    with pytest.raises(ConfigError, match="threshold_tasks"):
+        resolve_config("inflora", "split_cifar100", {"threshold_tasks": 10})
+    with pytest.raises(ConfigError, match="threshold_start"):
+        resolve_config("inflora", "split_cifar100", {"threshold_start": 1.0, "threshold_end": 0.99})

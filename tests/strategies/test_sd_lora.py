@@ -114,3 +114,19 @@ def test_forty_tasks_grow_past_the_official_21_magnitude_slots():
         merged = net(x)  # folded into Q and V
     assert merged.shape == (4, 200) and torch.isfinite(merged).all()
     assert torch.allclose(merged, factored, atol=1e-4)
+
+
+def test_presets_follow_the_official_recipe_and_bad_rank_schedules_are_refused():
+    from cl_bench import catalog  # noqa: F401
+    from cl_bench.config import resolve_config
+    from cl_bench.errors import ConfigError
+
+    cifar = resolve_config("sd_lora", "split_cifar100")
+    inr = resolve_config("sd_lora", "imagenet_r", preset="own_backbone")
+    assert (cifar.run.lr, cifar.run.epochs, cifar.run.batch_size, cifar.run.weight_decay) == (8e-3, 20, 128, 0.0)
+    assert (cifar.method.momentum, cifar.method.magnitude_init, cifar.method.rank) == (0.9, 0.8, 10)
+    assert (inr.run.lr, inr.run.backbone) == (1e-2, "vit_base_patch16_224.augreg2_in21k_ft_in1k")
+    with pytest.raises(ConfigError, match="rr_ranks"):
+        resolve_config("sd_lora", "split_cifar100", {"rr_ranks": "8"})
+    with pytest.raises(ConfigError, match="rr_milestones"):
+        resolve_config("sd_lora", "split_cifar100", {"rr_milestones": "8,4"})
