@@ -164,7 +164,7 @@ def test_gram_collector_is_the_mean_of_h_h_t_over_all_tokens():
 def run_tasks(net, n_tasks, seed=0):
     """Designed downs from collected Gram matrices, random ups as if trained, memory updates."""
     torch.manual_seed(seed)
-    x = torch.rand(4, 3, 28, 28)
+    x = torch.rand(4, 3, 12, 12)
     outputs = []
     for task in range(n_tasks):
         net.add_task(3)
@@ -187,7 +187,7 @@ def run_tasks(net, n_tasks, seed=0):
 
 
 def test_merged_forward_equals_the_unmerged_one_and_checkpoints_restore_it():
-    vit = tiny_vit(depth=2)
+    vit = tiny_vit(depth=2, img_size=12)
     merged, unmerged = InfLoRANet(copy.deepcopy(vit), rank=4), InfLoRANet(copy.deepcopy(vit), rank=4, merge=False)
     x, merged_out = run_tasks(merged, 3)
     _, unmerged_out = run_tasks(unmerged, 3)
