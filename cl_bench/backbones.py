@@ -37,6 +37,7 @@ for _tag, _summary in (
     ("vit_base_patch16_224.augreg_in21k", "ViT-B/16 AugReg IN-21k (CL-LoRA CIFAR-100; PILOT/EASE 'IN21K')"),
     ("vit_base_patch16_224.augreg_in21k_ft_in1k", "ViT-B/16 AugReg IN-21k fine-tuned on IN-1k (CL-LoRA ImageNet-R; PILOT 'IN1K')"),
     ("vit_base_patch16_224.orig_in21k", "ViT-B/16 of the original ViT paper, IN-21k (official L2P)"),
+    ("vit_base_patch16_224.augreg2_in21k_ft_in1k", "ViT-B/16 AugReg2 IN-21k fine-tuned on IN-1k (official SD-LoRA: timm's bare name)"),
 ):
     BACKBONES.register(_tag, BackboneEntry(name=_tag, timm_name=_tag, input_size=224, summary=_summary))
 

@@ -33,6 +33,16 @@ def tiny_vit(depth: int = 4, dim: int = 32, heads: int = 2, img_size: int = 28, 
     )
 
 
+def vit_b_shapes():
+    """ViT-B/16 with the real shapes and uninitialised weights (fast): for parameter counts only."""
+    import timm
+    import torch
+
+    with torch.device("meta"):
+        vit = timm.create_model("vit_base_patch16_224", pretrained=False, num_classes=0, global_pool="token")
+    return vit.to_empty(device="cpu")
+
+
 def fake_backbone(vit=None, tag: str = "vit_mini_patch4_28.fmnist_letters"):
     from cl_bench.backbones import Backbone, BackboneInfo
 

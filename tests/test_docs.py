@@ -18,6 +18,8 @@ def test_readme_gives_the_two_setup_commands_and_ci_runs_the_test_one():
 
 @pytest.mark.parametrize("readme, data", [
     ("strategies/cl_lora/README.md", "strategies/cl_lora/ledger.yaml"),
+    ("strategies/inflora/README.md", "strategies/inflora/ledger.yaml"),
+    ("strategies/sd_lora/README.md", "strategies/sd_lora/ledger.yaml"),
     ("baselines/README.md", "baselines/ledger.yaml"),
 ])
 def test_ledger_tables_match_their_data(readme, data):

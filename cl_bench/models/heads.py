@@ -1,4 +1,4 @@
-"""Classifier heads: the cosine training head and the class-prototype bank."""
+"""Classifier heads: the cosine training head, the class-prototype bank and per-task linear heads."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["CosineLinear", "cosine_logits", "PrototypeBank"]
+__all__ = ["CosineLinear", "cosine_logits", "PrototypeBank", "TaskLinearHeads"]
 
 
 def cosine_logits(features: torch.Tensor, prototypes: torch.Tensor) -> torch.Tensor:
@@ -55,3 +55,42 @@ class PrototypeBank(nn.Module):
         if incoming is not None:
             self.weight = torch.empty_like(incoming, device=self.weight.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class TaskLinearHeads(nn.Module):
+    """A linear head that grows by one block of rows per task; logits of all tasks concatenated.
+
+    Equal to one growing ``Linear`` whose old rows get no gradient (InfLoRA's per-task heads,
+    SD-LoRA's growing head trained on the new classes' logits only), with the old blocks
+    frozen as whole tensors. ``init``: ``"torch"`` is nn.Linear's default (weight and bias
+    U(+-1/sqrt(d)), InfLoRA); ``"linear"`` is PILOT's ``SimpleLinear`` (kaiming-uniform with
+    the linear gain, U(+-sqrt(3/d)), bias 0, SD-LoRA).
+    """
+
+    INITS = ("torch", "linear")
+
+    def __init__(self, dim: int, init: str = "torch") -> None:
+        super().__init__()
+        if init not in self.INITS:
+            raise ValueError(f"init must be one of {self.INITS}; got {init!r}")
+        self.dim, self.init = dim, init
+        self.heads = nn.ModuleList()
+
+    def __len__(self) -> int:
+        return len(self.heads)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [head.out_features for head in self.heads]
+
+    def add(self, n_classes: int, device: torch.device | str | None = None) -> nn.Linear:
+        head = nn.Linear(self.dim, n_classes, device=device)
+        if self.init == "linear":
+            nn.init.kaiming_uniform_(head.weight, nonlinearity="linear")
+            nn.init.zeros_(head.bias)
+        self.heads.append(head)
+        return head
+
+    def forward(self, z: torch.Tensor, tasks: slice | None = None) -> torch.Tensor:
+        heads = self.heads if tasks is None else self.heads[tasks]
+        return torch.cat([head(z) for head in heads], dim=-1)

@@ -24,7 +24,7 @@ TINY = ["--wandb_mode=disabled", "--pretrained=false", "--train_per_class=8", "-
 def test_there_are_reproduction_search_and_offline_sweeps():
     names = {p.stem for p in SPECS}
     assert {"reproduce", "reproduce_reference", "quick_offline"} <= names
-    assert {f"search_{s}" for s in ("cl_lora", "l2p", "coda_prompt", "ease")} <= names
+    assert {f"search_{s}" for s in ("cl_lora", "l2p", "coda_prompt", "ease", "inflora", "sd_lora")} <= names
 
 
 @pytest.mark.parametrize("path", SPECS, ids=[p.stem for p in SPECS])
