@@ -109,5 +109,18 @@ class Joint(ReferenceRowTemplate):
             return logits[:, : self.seen_classes]
         return logits[:, : self.task_offsets[self.scored_experiences]]
 
+    def label_space(self, logits: torch.Tensor, first_column: int = 0) -> torch.Tensor:
+        """At a scored evaluation, labels up to the largest scored one only (the protocol's width after
+        experience ``n - 1``), not up to the largest trained."""
+        if self.is_training or self.scored_experiences is None:
+            return super().label_space(logits, first_column)
+        labels = self.class_labels[: logits.shape[1]]
+        width = max(labels) + 1
+        if labels == list(range(width)):
+            return logits
+        out = logits.new_full((logits.shape[0], width), float("-inf"))
+        out[:, torch.tensor(labels, device=logits.device)] = logits
+        return out
+
     def experience_report(self) -> dict:
         return {"scored_experiences": self.scored_experiences, "trained_classes": self.seen_classes}
