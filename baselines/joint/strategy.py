@@ -36,7 +36,7 @@ def union_experience(experiences: list) -> DatasetExperience:
     data = experiences[0].dataset
     for experience in experiences[1:]:
         data = data.concat(experience.dataset)
-    return DatasetExperience(dataset=data, current_experience=experiences[-1].current_experience)
+    return DatasetExperience(dataset=data, current_experience=experiences[0].current_experience)
 
 
 class Joint(ReferenceRowTemplate):

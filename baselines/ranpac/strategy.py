@@ -83,7 +83,9 @@ class RanPAC(FirstSessionTemplate):
         if self.is_training:
             return self.first_session_logits()
         net = self.model
-        return net.classifier(net.first_session.adapted_features(self.mb_x))[:, : self.seen_classes].float()
+        features = net.first_session.adapted_features(self.mb_x)
+        with torch.autocast(self.device.type, enabled=False):  # the projection and W_o in the ridge precision
+            return net.classifier(features.float())[:, : self.seen_classes].float()
 
     def _after_training_exp(self, **kwargs) -> None:
         with torch.no_grad():
