@@ -26,7 +26,20 @@ from cl_bench.models.petl import add_ssf, add_vpt, petl_disabled
 from .ease.model import AdapterBlock, ParallelAdapter
 from .first_session_config import PETL_KINDS
 
-__all__ = ["PETL_KINDS", "INJECTORS", "PetlOptions", "ReferenceAdapterBlock", "add_adapters", "add_petl", "FirstSessionNet"]
+__all__ = ["PETL_KINDS", "INJECTORS", "PetlOptions", "ReferenceAdapterBlock", "add_adapters", "add_petl", "FirstSessionNet",
+           "frozen_tensors"]
+
+
+def frozen_tensors(*modules: nn.Module) -> nn.Module:
+    """A holder of the tensors of ``modules`` as they are now, for ``CLBenchTemplate(backbone=...)``:
+    checkpoints leave them out. Take it before PETL is injected (SSF and VPT add their parameters
+    to the ViT's own modules), and leave out a ViT that trains in full: its tensors are learned."""
+    holder = nn.Module()
+    for i, p in enumerate(p for m in modules for p in m.parameters()):
+        holder.register_parameter(f"p{i}", p)
+    for i, b in enumerate(b for m in modules for b in m.buffers()):
+        holder.register_buffer(f"b{i}", b)
+    return holder
 
 
 class PetlOptions:

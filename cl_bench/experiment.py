@@ -409,10 +409,19 @@ def _train(plan: RunPlan, say) -> RunRecord:
         guard.stop_at_once = False
         guard.raise_if_signalled()
 
+        # A reference row that trains once on the union of the stream (Joint) trains at the first
+        # experience and is then scored after every experience over the classes seen so far.
+        trains_on_union = getattr(strategy, "trains_on_union", False)
         for t in range(start, n_experiences):
             reset_peak_memory(device)
             train_start = time.perf_counter()
-            strategy.train(streams.train_stream[t], eval_streams=[], num_workers=config.run.num_workers)
+            trained = not trains_on_union or t == 0
+            if not trains_on_union:
+                strategy.train(streams.train_stream[t], eval_streams=[], num_workers=config.run.num_workers)
+            elif t == 0:
+                strategy.train(streams.train_stream, eval_streams=[], num_workers=config.run.num_workers)
+            if trains_on_union:
+                strategy.score_experiences(t + 1)
             train_seconds = time.perf_counter() - train_start
             guard.raise_if_signalled()
             # Before anything of experience t is recorded: what it learned (prototypes included) is finite.
@@ -427,11 +436,11 @@ def _train(plan: RunPlan, say) -> RunRecord:
             hits_before = cache_hits(caches)
             result = evaluate()
             efficiency = {
-                "trainable_parameters": strategy.trainable_count,
-                "trainable_parameters_head": strategy.trainable_head_count,
+                "trainable_parameters": strategy.trainable_count if trained else 0,
+                "trainable_parameters_head": strategy.trainable_head_count if trained else 0,
                 "stored_parameters": strategy.stored_parameters(),
                 "train_seconds": train_seconds,
-                "train_images_per_s": meter.images_per_second,
+                "train_images_per_s": meter.images_per_second if trained else None,
                 **deployed_cost(result, cache_hits(caches) - hits_before, caches, evaluate,
                                 measure=t == n_experiences - 1, collector=collector),
                 **peak_memory_mb(device),

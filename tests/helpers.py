@@ -82,7 +82,7 @@ def all_presets() -> list[tuple[str, str, str]]:
 
 
 #: Settings the tiny ViTs need: CODA-Prompt's keys must stay orthogonal in their narrow width.
-TINY_VIT_OVERRIDES: dict[str, dict[str, Any]] = {"coda_prompt": {"pool_size": 10}}
+TINY_VIT_OVERRIDES: dict[str, dict[str, Any]] = {"coda_prompt": {"pool_size": 10}, "ranpac": {"projection_size": 128}}
 
 
 def build_strategy(strategy: str, *, vit=None, plugins=(), bench: str = "digits_animals", **overrides: Any):
@@ -302,7 +302,11 @@ def tensor_benchmark(train_per_class: int = 6, test_per_class: int = 4, class_or
 
 
 #: Small keyword arguments per strategy for a tiny ViT (depth 4, width 32) and the tensor benchmark.
-TINY_STRATEGY_ARGUMENTS: dict[str, dict[str, Any]] = {"coda_prompt": {"pool_size": 8, "prompt_layers": (0, 1, 2)}}
+TINY_STRATEGY_ARGUMENTS: dict[str, dict[str, Any]] = {
+    "coda_prompt": {"pool_size": 8, "prompt_layers": (0, 1, 2)},
+    "dual_prompt": {"g_layers": (0,), "e_layers": (1, 2)},
+    "ranpac": {"projection_size": 128},
+}
 
 
 def plain_strategy(name: str, vit, *, n_classes: int = len(PLAIN_CLASS_ORDER), n_experiences: int = 4, **kwargs: Any):

@@ -47,11 +47,15 @@ class ReferenceNet(nn.Module):
         params = [] if trainable == "head" else add_petl(vit, trainable, options or PetlOptions())
         for p in params:
             p.requires_grad_(True)
-        self.head = linear_head(vit.embed_dim, n_classes)
+        #: ``n_classes=0``: no head until ``expand_head`` (the strategies grow it with the experiences).
+        self.head: nn.Linear | None = linear_head(vit.embed_dim, n_classes) if n_classes > 0 else None
 
     def expand_head(self, n_classes: int) -> None:
         """A head over ``n_classes`` columns with the old rows kept (new parameters: rebuild the optimiser)."""
         old = self.head
+        if old is None:
+            self.head = linear_head(self.vit.embed_dim, n_classes).to(next(self.vit.parameters()).device)
+            return
         if n_classes <= old.out_features:
             return
         new = linear_head(old.in_features, n_classes).to(old.weight.device)
