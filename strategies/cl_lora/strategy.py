@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from avalanche.training.plugins.evaluation import default_evaluator
 
 from cl_bench.models.heads import CosineLinear
-from cl_bench.models.vit_parts import branch_sequences_per_pass
 from cl_bench.strategies.cl_lora.config import CLLoRAConfig, check_shared_blocks
 from cl_bench.training.template import CLBenchTemplate, prepare_vit
 from cl_bench.strategies.cl_lora.model import CLLoRANet
@@ -54,8 +53,8 @@ class CLLoRA(CLBenchTemplate):
         check_shared_blocks(shared_blocks, depth)
         shared = shared_blocks if shared_blocks >= 0 else depth // 2
         self.momentum = momentum
-        net = CLLoRANet(vit, rank=rank, shared_blocks=shared,
-                        max_branch_sequences=branch_sequences_per_pass(max_branch_sequences, device or "cpu"))
+        net = CLLoRANet(vit, rank=rank, shared_blocks=shared, max_branch_sequences=max_branch_sequences,
+                        device=device or "cpu")
         self.distillation = SharedAdapterDistillation(
             weight=kd_weight, temperature=kd_temperature,
             reassign=gradient_reassignment, reuse_shared_forward=kd_reuse_shared_forward,
@@ -133,6 +132,10 @@ class CLLoRA(CLBenchTemplate):
 
     def head_parameters(self):
         return list(self.model.proxy_head.parameters()) if self.model.proxy_head is not None else []
+
+    def experience_report(self) -> dict:
+        """The branch batching in use at inference (measured or cached on first use), for the record."""
+        return {"branch_batching": self.model.batching.report()}
 
     # -- checkpoints --------------------------------------------------------------------------
     def extra_state(self) -> dict:
