@@ -126,10 +126,22 @@ class CLLoRANet(nn.Module):
         for column, wrapper in enumerate(self.specific_wrappers):
             wrapper.route = [(b, self.block_weights[b][0, column], self.block_weights[b][2, column]) for b in branches]
 
-    def shared_half(self, x: torch.Tensor, which: int = STUDENT) -> torch.Tensor:
-        """Tokens after the shared blocks, with the student or the teacher shared adapters."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen patch embedding: no graph, and the same for the student and the teacher."""
+        return embed_tokens(self.vit, x)
+
+    @property
+    def embedding_is_deterministic(self) -> bool:
+        """True when one embedding may serve several passes of a batch: no dropout draws in it."""
+        vit = self.vit
+        return not vit.training or (isinstance(vit.patch_drop, nn.Identity)
+                                    and getattr(vit.pos_drop, "p", 0.0) == 0.0)
+
+    def shared_half(self, x: torch.Tensor, which: int = STUDENT, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens after the shared blocks, with the student or the teacher shared adapters; from
+        ``embedded`` (``embed(x)`` of this batch) when given."""
         self._route_shared(which)
-        return run_blocks(self.vit, embed_tokens(self.vit, x), 0, self.shared_blocks)
+        return run_blocks(self.vit, self.embed(x) if embedded is None else embedded, 0, self.shared_blocks)
 
     def specific_half(self, shared_tokens: torch.Tensor, branches: list[int]) -> torch.Tensor:
         """CLS features of each branch, shape (len(branches), B, D): branches batched together, at
@@ -155,14 +167,15 @@ class CLLoRANet(nn.Module):
             return block(shared_tokens.repeat(groups, 1, 1) if groups > 1 else shared_tokens)
         return run
 
-    def train_features(self, x: torch.Tensor, branch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def train_features(self, x: torch.Tensor, branch: int,
+                       embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The branch's CLS feature and the shared-half tokens (the KD student reuses them)."""
-        shared = self.shared_half(x)
+        shared = self.shared_half(x, embedded=embedded)
         return self.specific_half(shared, [branch])[0], shared
 
-    def shared_feature(self, x: torch.Tensor, which: int = STUDENT) -> torch.Tensor:
+    def shared_feature(self, x: torch.Tensor, which: int = STUDENT, embedded: torch.Tensor | None = None) -> torch.Tensor:
         """CLS after the final LayerNorm applied to the shared half: the KD input (spec §3)."""
-        return cls_feature(self.vit, self.shared_half(x, which))
+        return cls_feature(self.vit, self.shared_half(x, which, embedded))
 
     def branch_features(self, x: torch.Tensor, branches: list[int]) -> torch.Tensor:
         return self.specific_half(self.shared_half(x), branches)

@@ -62,6 +62,7 @@ class CLLoRA(CLBenchTemplate):
         self.growth = AdapterGrowth(orth_weight=orth_weight) if adapter_growth else None
         own = [p for p in (self.growth, self.distillation) if p is not None]
         self.shared_tokens: torch.Tensor | None = None
+        self.embedded_tokens: torch.Tensor | None = None
         self._pending_grads: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
         super().__init__(model=net, backbone=vit, lr=lr, weight_decay=weight_decay, amp=amp,
                          train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
@@ -99,7 +100,8 @@ class CLLoRA(CLBenchTemplate):
     def forward(self) -> torch.Tensor:
         if not self.is_training:
             return self.model.predict(self.mb_x)
-        features, self.shared_tokens = self.model.train_features(self.mb_x, self.current_branch)
+        self.embedded_tokens = self.model.embed(self.mb_x)  # the KD teacher starts from it too
+        features, self.shared_tokens = self.model.train_features(self.mb_x, self.current_branch, self.embedded_tokens)
         return self.model.proxy_head(features)
 
     def criterion(self) -> torch.Tensor:
@@ -125,7 +127,7 @@ class CLLoRA(CLBenchTemplate):
     def _after_training_iteration(self, **kwargs) -> None:
         # The CE gradients were taken with the graph retained for the KD step, which frees only the
         # shared half: drop every reference to the rest before the next batch is loaded.
-        self.shared_tokens = None
+        self.shared_tokens = self.embedded_tokens = None
         self.mb_output = self.mb_output.detach()
         self.loss = self.loss.detach()
         super()._after_training_iteration(**kwargs)
