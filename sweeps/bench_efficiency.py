@@ -539,15 +539,20 @@ def markdown(report):
     header = ["strategy", "trainable / exp", "stored after " + "/".join(map(str, stages)), "train img/s", "train FLOP/s (of machine)"]
     header += [f"infer img/s @{t}" for t in stages] + ["ViT passes/img @" + "/".join(map(str, stages)), "peak mem MB"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    def rate(v):
+        return f"{v:.0f}" if v >= 10 else f"{v:.2g}"  # ViT-B on a CPU runs below 1 img/s
+
     for label, r in report["strategies"].items():
+        r = {**r, "inference": {int(k): v for k, v in r["inference"].items()},
+             "stored_parameters": {int(k): v for k, v in r["stored_parameters"].items()}}  # JSON keys are strings
         train = r.get("train_images_per_s")
         cells = [label, f"{r.get('trainable_parameters') or 0:,}",
                  "/".join(f"{r['stored_parameters'][t]:,}" for t in stages) if r["stored_parameters"] else "-",
-                 f"{train['median']:.0f} [{train['min']:.0f}-{train['max']:.0f}]" if train else "-",
+                 f"{rate(train['median'])} [{rate(train['min'])}-{rate(train['max'])}]" if train else "-",
                  f"{100 * r['train_flops_fraction_of_machine']:.1f}%" if "train_flops_fraction_of_machine" in r else "-"]
         for t in stages:
             i = r["inference"].get(t)
-            cells.append(f"{i['median']:.0f} [{i['min']:.0f}-{i['max']:.0f}]" if i else "-")
+            cells.append(f"{rate(i['median'])} [{rate(i['min'])}-{rate(i['max'])}]" if i else "-")
         cells.append("/".join(f"{r['inference'][t]['vit_passes_per_image']:.2f}" for t in stages) if r["inference"] else "-")
         cells.append(f"{r['peak_memory_mb']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
