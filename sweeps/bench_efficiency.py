@@ -2,6 +2,7 @@
 
     python sweeps/bench_efficiency.py                       # the suite's small ViT at 28 px, CPU, ~3 min
     python sweeps/bench_efficiency.py --backbone vit_base_patch16_224.augreg_in21k --device cuda
+    python sweeps/bench_efficiency.py --paper_shapes                # ViT-B/16, random weights, CL-LoRA and EASE
 
 Measured, not assumed: trainable and stored parameters, training images/s (forward, backward and
 the method's optimizer steps), inference images/s and ViT block passes per test image (counted by
@@ -11,10 +12,17 @@ figure is the median of --repeats with its min-max spread. Also: the harness ove
 Avalanche strategy with its plugins and W&B logging against a bare PyTorch loop on the same model
 and data), and the before/after ratio of each fast path (outputs equal; see the tests).
 The data are synthetic images (timing does not depend on pixels); the split is B5-5-20.
+
+``--paper_shapes`` checks the speed choices where they matter: ViT-B/16 with random weights at
+224 px, CL-LoRA (with its reference-style KD variant) and EASE, after 2, 6 and 10 experiences; at
+batch 4 with one batch of images on a CPU, at the paper's batch (64) on a GPU. Branch batching is
+measured afresh (a temporary choice cache), so the run validates the measured choice against
+both fixed settings.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import statistics
 import sys
@@ -35,6 +43,11 @@ from cl_bench.efficiency import bypassing, harness_caches  # noqa: E402
 
 PROG = "sweeps/bench_efficiency.py"
 STAGES = (1, 5, 10, 20)
+#: --paper_shapes: what it sets unless the option is given explicitly (CPU / GPU).
+PAPER_SHAPES = {"backbone": "vit_base_patch16_224.augreg_in21k", "pretrained": "false", "strategies": "cl_lora,ease",
+                "stages": "2,6,10", "experiences": 10, "harness": "false"}
+PAPER_SHAPES_CPU = {"batch_size": 4, "eval_batch_size": 4, "train_per_experience": 4, "eval_images": 4}
+PAPER_SHAPES_GPU = {"batch_size": 64, "eval_batch_size": 128, "train_per_experience": 256, "eval_images": 256}
 CLASSES_PER_EXPERIENCE = 5
 #: The benchmark's configs borrow CIFAR-100's 100-class B5-5-20 split; the data are synthetic.
 CONFIG_BENCH = "split_cifar100"
@@ -60,13 +73,32 @@ def build_parser() -> ArgumentParser:
                    help="synthetic test images per inference measurement (default: %(default)s)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads; 0: torch's default (default: %(default)s)")
     p.add_argument("--bf16", action="store_true", help="also measure bf16 autocast (meaningful on GPU)")
+    p.add_argument("--stages", default=",".join(map(str, STAGES)),
+                   help="experiences after which inference is measured (default: %(default)s)")
+    p.add_argument("--eval_batch_size", type=int, default=64, help="evaluation batch size (default: %(default)s)")
+    p.add_argument("--harness", default="true", choices=["true", "false"],
+                   help="also measure the harness overhead (EASE training, default: %(default)s)")
+    p.add_argument("--paper_shapes", action="store_true",
+                   help="ViT-B/16 (random weights), CL-LoRA and EASE, stages 2,6,10, batch 4 on CPU / 64 on GPU; "
+                        "options given explicitly still win")
     p.add_argument("--out", default="reports/efficiency",
                    help="directory for efficiency.json and efficiency.md (default: %(default)s)")
     return p
 
 
 def parse(argv):
-    return build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.paper_shapes:
+        defaults = {**PAPER_SHAPES, **(PAPER_SHAPES_GPU if args.device.startswith("cuda") else PAPER_SHAPES_CPU)}
+        probe = build_parser()  # the options given explicitly: parsed again with no defaults
+        for action in probe._actions:
+            action.default = argparse.SUPPRESS
+        given = set(vars(probe.parse_args(argv)))
+        for key, value in defaults.items():
+            if key not in given:
+                setattr(args, key, value)
+    return args
 
 
 # -- measurement helpers -----------------------------------------------------------------------
@@ -256,8 +288,17 @@ def run(args):
 
     from cl_bench.seeding import seed_everything
 
+    import os
+    import tempfile
+
+    from cl_bench.models import branch_batching
+
     if args.threads:
         torch.set_num_threads(args.threads)
+    # Branch batching is measured afresh in this run (never from an earlier run's cache), so the run
+    # checks the measured choice against the fixed settings.
+    os.environ["CL_BENCH_CACHE_DIR"] = tempfile.mkdtemp(prefix="cl-bench-efficiency-")
+    branch_batching.clear_process_cache()
     device = torch.device(args.device)
     entry = BACKBONES[args.backbone]
     size = entry.input_size
@@ -266,7 +307,7 @@ def run(args):
     seed_everything(0)
     streams = synthetic_streams(args.experiences, per_class_train, per_class_test, size)
     common = {"backbone": args.backbone, "pretrained": args.pretrained, "epochs": 1, "batch_size": args.batch_size,
-              "eval_batch_size": 64, "init_cls": 5, "inc_cls": 5, "wandb_mode": "disabled"}
+              "eval_batch_size": args.eval_batch_size, "init_cls": 5, "inc_cls": 5, "wandb_mode": "disabled"}
     names = args.strategies.split(",")
     subjects = [Subject(n, n, common, streams, device) for n in names]
     variants = []
@@ -275,7 +316,7 @@ def run(args):
     if args.bf16:
         variants += [Subject(f"{n} (bf16)", n, {**common, "amp": "bf16"}, streams, device) for n in names if n != "simple_cil"]
     everyone = subjects + variants
-    stages = [s for s in STAGES if s <= args.experiences]
+    stages = [s for s in sorted({int(v) for v in str(args.stages).split(",")}) if s <= args.experiences]
     results = {s.label: {"strategy": s.name, "inference": {}, "stored_parameters": {}} for s in everyone}
     machine = machine_matmul_flops(device)
     print(f"machine: {machine / 1e9:.1f} GFLOP/s (fp32 matmul); backbone {args.backbone} at {size} px on {device}", flush=True)
@@ -298,8 +339,11 @@ def run(args):
     fast = {}
     for s in everyone:
         s.train_next()
-    measure_stage(1)
-    fast.update(fast_path_ratios(subjects, 1, args, device))
+    while subjects[0].done < stages[0]:
+        for s in subjects:
+            s.train_next()
+    measure_stage(stages[0])
+    fast.update(fast_path_ratios(subjects, stages[0], args, device, first=True))
     for s in everyone:  # an untimed experience that counts FLOPs
         s.train_next(flops=True)
     train_rates = {s.label: [] for s in everyone}
@@ -322,67 +366,119 @@ def run(args):
         while subjects[0].done < stage:
             for s in subjects:
                 s.train_next()
+        if subjects[0].done > stage:  # the timed training went past it: measured, and labelled, where it is
+            print(f"stage {stage} measured after {subjects[0].done} experiences (the timed training went past it)")
+        stage = subjects[0].done
+        if stage in results[subjects[0].label]["inference"]:
+            continue
         measure_stage(stage)
-        fast.update(fast_path_ratios(subjects, stage, args, device))
+        fast.update(fast_path_ratios(subjects, stage, args, device, first=False))
     for s in everyone:
         results[s.label]["peak_memory_mb"] = s.memory.peak_mb
     reuse, reference = results.get("cl_lora", {}), results.get("cl_lora (reference KD pass)", {})
     if "train_images_per_s" in reuse and "train_images_per_s" in reference:  # timed experiences ran
-        fast["cl_lora training: KD student from the main forward vs a separate pass"] = (
-            reuse["train_images_per_s"]["median"] / reference["train_images_per_s"]["median"])
-    harness = harness_overhead(common, streams, device, args.repeats)
+        pairs = zip(train_rates["cl_lora"], train_rates["cl_lora (reference KD pass)"])  # same repeat, adjacent
+        fast["cl_lora training: KD student from the main forward vs a separate pass"] = spread([a / b for a, b in pairs])
+    harness = harness_overhead(common, streams, device, args.repeats) if args.harness == "true" else None
+    choices = {s.label: s.strategy.experience_report().get("branch_batching") for s in subjects
+               if "branch_batching" in s.strategy.experience_report()}
     return {"machine_matmul_flops": machine, "backbone": args.backbone, "input_size": size, "device": str(device),
-            "batch_size": args.batch_size, "experiences": args.experiences, "repeats": args.repeats,
-            "strategies": results, "fast_paths": fast, "harness": harness}
+            "batch_size": args.batch_size, "eval_batch_size": args.eval_batch_size, "threads": torch.get_num_threads(),
+            "experiences": args.experiences, "repeats": args.repeats,
+            "strategies": results, "fast_paths": fast, "branch_batching": choices, "harness": harness}
 
 
-def fast_path_ratios(subjects, stage, args, device):
+def rotating_ratios(fns, base, repeats, device):
+    """Run every callable of ``fns`` once per repeat, the order rotating (a shared machine's drift
+    falls on all); per repeat, the time of ``fns[base]`` over each one's: median and min-max."""
+    names = list(fns)
+    seconds = {name: [] for name in names}
+    for repeat in range(repeats):
+        shift = repeat % len(names)
+        for name in names[shift:] + names[:shift]:
+            sync(device)
+            start = time.perf_counter()
+            fns[name]()
+            sync(device)
+            seconds[name].append(time.perf_counter() - start)
+    return {name: spread([b / t for b, t in zip(seconds[base], seconds[name])]) for name in names if name != base}
+
+
+def fast_path_ratios(subjects, stage, args, device, first=False):
     """Before/after time ratios of the fast paths on the current models (outputs equal: tests)."""
     import torch
 
-    from cl_bench.models.vit_parts import GPU_BRANCH_SEQUENCES
+    from cl_bench.models.branch_batching import MAX_BRANCH_SEQUENCES, BranchBatching
 
     by_name = {s.name: s for s in subjects}
     x = torch.rand(min(64, args.eval_images), 3, subjects[0].streams.train_stream[0].dataset[0][0].shape[-1],
                    subjects[0].streams.train_stream[0].dataset[0][0].shape[-1], device=device)
     out = {}
+
+    def batching(model, sequences, fn):
+        """``fn`` with ``sequences`` per pass (None: the strategy's own, measured choice)."""
+        def run():
+            chosen = model.batching
+            if sequences is not None:
+                model.batching = BranchBatching(sequences, chosen.device)
+            try:
+                return fn()
+            finally:
+                model.batching = chosen
+        return run
+
     with torch.no_grad():
         if "cl_lora" in by_name:
             model = by_name["cl_lora"].strategy.model.eval()
-            naive = timed(lambda: model.predict_naive(x), args.repeats, device)
-            once = timed(lambda: model.predict(x), args.repeats, device)
-            out[f"cl_lora inference, shared half once vs one full pass per task, {stage} tasks"] = naive / once
-            wrappers = model.shared_wrappers + model.specific_wrappers
-            for w in wrappers:
-                w.merge_for_inference = False
-            low_rank = timed(lambda: model.predict(x), args.repeats, device)
-            for w in wrappers:
-                w.merge_for_inference = True
-            out[f"cl_lora inference, LoRA folded into the qkv weight vs low-rank detour, {stage} tasks"] = low_rank / once
-            chosen, model.max_branch_sequences = model.max_branch_sequences, GPU_BRANCH_SEQUENCES
-            batched = timed(lambda: model.predict(x), args.repeats, device)
-            model.max_branch_sequences = chosen
-            out[f"cl_lora inference, branches batched {GPU_BRANCH_SEQUENCES} sequences per pass vs the setting used "
-                f"({chosen}), {stage} tasks"] = once / batched
-        if "ease" in by_name:
+            model.predict(x)  # makes the strategy's own choice now if it is not made yet
+            chosen = model.batching.sequences_per_pass
+            fns = {"naive": lambda: model.predict_naive(x), "chosen": batching(model, None, lambda: model.predict(x))}
+            if len(set(model.task_branch)) > 1:  # with one branch there is nothing to batch
+                fns["one"] = batching(model, x.shape[0], lambda: model.predict(x))
+                fns["all"] = batching(model, MAX_BRANCH_SEQUENCES, lambda: model.predict(x))
+            ratios = rotating_ratios(fns, "naive", args.repeats, device)
+            out[f"cl_lora inference, {stage} tasks: shared half once (measured batching) vs one full pass per task"] = ratios["chosen"]
+            if "one" in ratios:
+                out[f"cl_lora inference, {stage} tasks: shared half once, one branch per pass vs one full pass per task"] = ratios["one"]
+                out[f"cl_lora inference, {stage} tasks: shared half once, all branches batched vs one full pass per task"] = ratios["all"]
+                out[f"cl_lora inference, {stage} tasks: measured batching ({chosen} sequences per pass) vs one branch per pass"] = spread(
+                    [c / o for c, o in zip(ratios["chosen"]["values"], ratios["one"]["values"])])
+            if not args.paper_shapes:
+                wrappers = model.shared_wrappers + model.specific_wrappers
+
+                def low_rank():
+                    for w in wrappers:
+                        w.merge_for_inference = False
+                    try:
+                        return model.predict(x)
+                    finally:
+                        for w in wrappers:
+                            w.merge_for_inference = True
+                folded = rotating_ratios({"low_rank": low_rank, "folded": lambda: model.predict(x)}, "low_rank",
+                                         args.repeats, device)
+                out[f"cl_lora inference, {stage} tasks: LoRA folded into the qkv weight vs low-rank detour"] = folded["folded"]
+        if "ease" in by_name and by_name["ease"].strategy.model.n_sets > 1:  # one set: nothing to batch
             model = by_name["ease"].strategy.model.eval()
             sets = list(range(model.n_sets))
-            per_set = timed(lambda: model.features(x, sets, batched=False), args.repeats, device)
-            chosen, model.max_batch_sequences = model.max_batch_sequences, GPU_BRANCH_SEQUENCES
-            batched = timed(lambda: model.features(x, sets, batched=True), args.repeats, device)
-            model.max_batch_sequences = chosen
-            out[f"ease inference, adapter sets batched {GPU_BRANCH_SEQUENCES} sequences per pass vs one pass per set, "
-                f"{stage} tasks"] = per_set / batched
+            model.features(x, sets)
+            chosen = model.batching.sequences_per_pass
+            ratios = rotating_ratios({
+                "per_set": lambda: model.features(x, sets, batched=False),
+                "all": batching(model, MAX_BRANCH_SEQUENCES, lambda: model.features(x, sets)),
+                "chosen": batching(model, None, lambda: model.features(x, sets)),
+            }, "per_set", args.repeats, device)
+            out[f"ease inference, {stage} tasks: all adapter sets batched vs one pass per set"] = ratios["all"]
+            out[f"ease inference, {stage} tasks: measured batching ({chosen} sequences per pass) vs one pass per set"] = ratios["chosen"]
     for name in ("l2p", "coda_prompt"):
         caches = harness_caches(by_name[name].strategy) if name in by_name else []
-        if caches and stage == STAGES[0]:  # a speed-up of the harness (re-seen images), not of the method
+        if caches and first:  # a speed-up of the harness (re-seen images), not of the method
             s = by_name[name]
             experience = s.eval_experience(args.eval_images)
             with bypassing(caches):
                 uncached = statistics.median(1 / s.evaluate(experience) for _ in range(args.repeats))
             s.evaluate(experience)  # fills the cache
             cached = statistics.median(1 / s.evaluate(experience) for _ in range(args.repeats))
-            out[f"{name} repeated evaluation, query cache vs none"] = uncached / cached
+            out[f"{name} repeated evaluation, query cache vs none"] = spread([uncached / cached])
     return out
 
 
@@ -436,29 +532,43 @@ def harness_overhead(common, streams, device, repeats):
 
 
 def markdown(report):
-    lines = [f"Backbone `{report['backbone']}` at {report['input_size']} px on {report['device']}, batch {report['batch_size']}, "
+    lines = [f"Backbone `{report['backbone']}` at {report['input_size']} px on {report['device']} "
+             f"({report.get('threads', '?')} threads), batch {report['batch_size']} (eval {report.get('eval_batch_size', '?')}), "
              f"median of {report['repeats']} repeats [min-max]; machine fp32 matmul {report['machine_matmul_flops'] / 1e9:.1f} GFLOP/s.", ""]
     stages = sorted({int(k) for r in report["strategies"].values() for k in r["inference"]})
     header = ["strategy", "trainable / exp", "stored after " + "/".join(map(str, stages)), "train img/s", "train FLOP/s (of machine)"]
     header += [f"infer img/s @{t}" for t in stages] + ["ViT passes/img @" + "/".join(map(str, stages)), "peak mem MB"]
     lines += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    def rate(v):
+        return f"{v:.0f}" if v >= 10 else f"{v:.2g}"  # ViT-B on a CPU runs below 1 img/s
+
     for label, r in report["strategies"].items():
+        r = {**r, "inference": {int(k): v for k, v in r["inference"].items()},
+             "stored_parameters": {int(k): v for k, v in r["stored_parameters"].items()}}  # JSON keys are strings
         train = r.get("train_images_per_s")
         cells = [label, f"{r.get('trainable_parameters') or 0:,}",
                  "/".join(f"{r['stored_parameters'][t]:,}" for t in stages) if r["stored_parameters"] else "-",
-                 f"{train['median']:.0f} [{train['min']:.0f}-{train['max']:.0f}]" if train else "-",
+                 f"{rate(train['median'])} [{rate(train['min'])}-{rate(train['max'])}]" if train else "-",
                  f"{100 * r['train_flops_fraction_of_machine']:.1f}%" if "train_flops_fraction_of_machine" in r else "-"]
         for t in stages:
             i = r["inference"].get(t)
-            cells.append(f"{i['median']:.0f} [{i['min']:.0f}-{i['max']:.0f}]" if i else "-")
+            cells.append(f"{rate(i['median'])} [{rate(i['min'])}-{rate(i['max'])}]" if i else "-")
         cells.append("/".join(f"{r['inference'][t]['vit_passes_per_image']:.2f}" for t in stages) if r["inference"] else "-")
         cells.append(f"{r['peak_memory_mb']:.0f}")
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "Inference img/s and ViT passes are a deployed model's cost: every test image new, query caches "
               "bypassed. The query cache below only speeds up this harness, which re-evaluates the same test images."]
-    lines += ["", "| fast path | speed-up |", "|---|---|"]
-    lines += [f"| {k} | {v:.2f}x |" for k, v in report["fast_paths"].items()]
+    lines += ["", f"| fast path | speed-up, median of {report['repeats']} [min-max] |", "|---|---|"]
+    lines += [f"| {k} | {v['median']:.2f}x [{v['min']:.2f}-{v['max']:.2f}] |" for k, v in report["fast_paths"].items()]
+    for label, choice in (report.get("branch_batching") or {}).items():
+        if choice and choice.get("sequences_per_pass"):
+            measured = ", ".join(f"{n}: {1e3 * t:.1f} ms" for n, t in sorted(choice["seconds_per_sequence"].items(),
+                                                                           key=lambda kv: int(kv[0])))
+            lines += ["", f"{label} branch batching: {choice['sequences_per_pass']} sequences per pass ({choice['source']}; "
+                      f"one block's time per sequence at each size: {measured})."]
     h = report["harness"]
+    if h is None:
+        return "\n".join(lines)
     lines += ["", f"Harness overhead (EASE training step, Avalanche + plugins + W&B offline logging every step vs a bare "
               f"PyTorch loop): {1e3 * h['avalanche_step_seconds']['median']:.1f} ms vs {1e3 * h['bare_step_seconds']['median']:.1f} ms "
               f"per step, overhead {100 * h['overhead_fraction']:+.1f}%."]

@@ -22,8 +22,8 @@ class EaseConfig(MethodConfig):
         True, "evaluate adapter sets together, max_batch_sequences per pass (false: one full pass per set, as the reference)"
     )
     max_batch_sequences: int = option(
-        0, "most token sequences per batched pass over adapter sets (0: auto, one set per pass on CPU, 1024 "
-        "sequences on GPU)", minimum=0, semantic=False
+        0, "most token sequences per batched pass over adapter sets (0: auto, measured on first use "
+        "for this model, device and batch, and cached)", minimum=0, semantic=False
     )
 
 

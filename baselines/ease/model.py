@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cl_bench.models.branch_batching import BranchBatching, shape_key
 from cl_bench.models.heads import CosineLinear
 from cl_bench.models.vit_parts import cls_feature, embed_tokens, run_blocks
 
@@ -96,9 +97,12 @@ def ensemble_logits(features: torch.Tensor, prototypes: torch.Tensor, class_rang
 
 
 class EaseNet(nn.Module):
-    def __init__(self, vit: nn.Module, bottleneck: int, scale: float, dropout: float, max_batch_sequences: int = 1024) -> None:
+    def __init__(self, vit: nn.Module, bottleneck: int, scale: float, dropout: float, max_batch_sequences: int = 1024,
+                 device=None) -> None:
+        """``max_batch_sequences``: token sequences per batched pass over adapter sets (0: measured on
+        ``device`` on first use, see ``cl_bench.models.branch_batching``)."""
         super().__init__()
-        self.max_batch_sequences = max_batch_sequences
+        self.batching = BranchBatching(max_batch_sequences, device)
         self.vit = vit.requires_grad_(False)
         self.bottleneck, self.scale, self.dropout = bottleneck, scale, dropout
         self.vit.blocks = nn.Sequential(*[AdapterBlock(b) for b in vit.blocks])
@@ -120,6 +124,15 @@ class EaseNet(nn.Module):
             block.adapters.append(ParallelAdapter(self.vit.embed_dim, self.bottleneck, self.scale, self.dropout).to(device))
         return self.n_sets - 1
 
+    @property
+    def max_batch_sequences(self) -> int:
+        """The sequences per batched pass in use (0 until a measured choice is made)."""
+        return self.batching.sequences_per_pass or 0
+
+    @max_batch_sequences.setter
+    def max_batch_sequences(self, value: int) -> None:
+        self.batching = BranchBatching(value, self.batching.device)
+
     def set_trainable(self, current: int) -> None:
         self.requires_grad_(False)
         for block in self.adapter_blocks:
@@ -129,15 +142,32 @@ class EaseNet(nn.Module):
 
     def features(self, x: torch.Tensor, sets: list[int], batched: bool = True) -> torch.Tensor:
         """CLS features through each adapter set, shape (len(sets), B, D): batched passes of at most
-        ``max_batch_sequences`` token sequences, or one full pass per set as the reference runs them."""
-        per_call = 1 if not batched else max(1, self.max_batch_sequences // x.shape[0])
+        as many sets per call as ``self.batching`` chose, or one full pass per set as the reference runs them."""
+        if len(sets) > 1 and not batched:
+            return torch.cat([self.features(x, [s]) for s in sets])
+        tokens = embed_tokens(self.vit, x)
+        per_call = self.batching.branches_per_pass(x.shape[0], len(sets),
+                                                   lambda: shape_key("ease adapter block", self.vit, tokens),
+                                                   lambda k: self._one_block_pass(tokens, sets[0], k))
         if len(sets) > per_call:
-            return torch.cat([self.features(x, sets[i: i + per_call]) for i in range(0, len(sets), per_call)])
+            return torch.cat([self._features(tokens, sets[i: i + per_call]) for i in range(0, len(sets), per_call)])
+        return self._features(tokens, sets)
+
+    def _features(self, tokens: torch.Tensor, sets: list[int]) -> torch.Tensor:
+        batch = tokens.shape[0]
         for block in self.adapter_blocks:
             block.route = list(sets)
-        tokens = embed_tokens(self.vit, x)
         tokens = tokens.repeat(len(sets), 1, 1) if len(sets) > 1 else tokens
-        return cls_feature(self.vit, run_blocks(self.vit, tokens)).view(len(sets), x.shape[0], -1)
+        return cls_feature(self.vit, run_blocks(self.vit, tokens)).view(len(sets), batch, -1)
+
+    def _one_block_pass(self, tokens: torch.Tensor, adapter_set: int, groups: int):
+        """The first block over ``groups`` stacked copies of one adapter set: what batching is timed on."""
+        block = self.adapter_blocks[0]
+
+        def run():
+            block.route = [adapter_set] * groups
+            return block(tokens.repeat(groups, 1, 1) if groups > 1 else tokens)
+        return run
 
     def grow_prototypes(self, n_classes: int) -> None:
         """New rows for new classes and a new subspace column, zero-filled (``update_fc``)."""

@@ -12,7 +12,6 @@ from avalanche.training.plugins.evaluation import default_evaluator
 from cl_bench.baselines.ease.config import EaseConfig
 from cl_bench.baselines.ease.model import EaseNet, complement_prototypes, ensemble_logits
 from cl_bench.models.heads import CosineLinear
-from cl_bench.models.vit_parts import branch_sequences_per_pass
 from cl_bench.training.template import CLBenchTemplate, prepare_vit
 
 __all__ = ["EASE"]
@@ -34,8 +33,7 @@ class EASE(CLBenchTemplate):
                  copy_model: bool = True, train_mb_size: int = 48, train_epochs: int = 20, eval_mb_size: int = 128,
                  device=None, plugins=None, evaluator=default_evaluator, eval_every: int = -1, **base_kwargs) -> None:
         vit = prepare_vit(model, copy_model=copy_model)
-        net = EaseNet(vit, adapter_dim, adapter_scale, adapter_dropout,
-                      branch_sequences_per_pass(max_batch_sequences, device or "cpu"))
+        net = EaseNet(vit, adapter_dim, adapter_scale, adapter_dropout, max_batch_sequences, device=device or "cpu")
         self.alpha, self.momentum, self.batched_subspaces = alpha, momentum, batched_subspaces
         super().__init__(model=net, backbone=vit, lr=lr, weight_decay=weight_decay, amp=amp,
                          train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
@@ -80,6 +78,10 @@ class EASE(CLBenchTemplate):
 
     def head_parameters(self):
         return list(self.model.proxy_head.parameters()) if self.model.proxy_head is not None else []
+
+    def experience_report(self) -> dict:
+        """The adapter-set batching in use at inference (measured or cached on first use), for the record."""
+        return {"branch_batching": self.model.batching.report()}
 
     def extra_state(self) -> dict:
         return {"n_sets": self.model.n_sets, "class_ranges": [list(r) for r in self.model.class_ranges]}

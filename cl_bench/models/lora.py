@@ -190,7 +190,10 @@ class LoRAQKV(nn.Module):
         for k, name in enumerate(self.slices):
             adapters = [getattr(self.pairs[term[0]], name) for term in group]
             if len(group) == 1:
-                deltas.append(adapters[0](h) * group[0][k + 1])
+                weight = group[0][k + 1]
+                delta = adapters[0](h)
+                # a weight of exactly 1 (CL-LoRA's shared adapters) is skipped: x * 1.0 == x, bit for bit
+                deltas.append(delta if isinstance(weight, (int, float)) and weight == 1 else delta * weight)
                 continue
             down = torch.cat([a.down.weight for a in adapters])
             up = torch.cat([a.up.weight * self._as_weight(term[k + 1], h) for a, term in zip(adapters, group)], dim=1)

@@ -55,6 +55,14 @@ def check_finite(loss: torch.Tensor, strategy, what: str = "loss") -> None:
         )
 
 
+def check_finite_losses(strategy, named: list[tuple[str, torch.Tensor]]) -> None:
+    """``check_finite`` of several losses with one device sync (the first non-finite one is named)."""
+    values = torch.stack([loss.detach().float().reshape(()) for _, loss in named]).tolist()
+    for (what, _), value in zip(named, values):
+        if not math.isfinite(value):
+            check_finite(torch.tensor(value), strategy, what)
+
+
 def _where(strategy) -> str:
     clock = strategy.clock
     return (f"experience {strategy.experience_index}, epoch {clock.train_exp_epochs}, "

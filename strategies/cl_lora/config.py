@@ -33,8 +33,8 @@ class CLLoRAConfig(MethodConfig):
     adapter_growth: bool = option(True, "adapter-growth plugin: fresh task-specific adapters and block weights per task")
     orth_weight: float = option(1e-4, "weight of the block-weight orthogonality loss", minimum=0.0)
     max_branch_sequences: int = option(
-        0, "at inference, most token sequences per batched pass over task branches (0: auto, one branch per pass "
-        "on CPU, 1024 sequences on GPU)", minimum=0, semantic=False
+        0, "at inference, most token sequences per batched pass over task branches (0: auto, measured on "
+        "first use for this model, device and batch, and cached)", minimum=0, semantic=False
     )
 
     def validate(self, config) -> None:

@@ -8,8 +8,9 @@
   the forward pass but enters the orthogonality loss). With adapter growth every task gets a
   branch of its own; ``task_branch[i]`` is the branch task ``i`` is scored with.
 - Inference runs the shared half once per image, then the second half once per branch, several
-  branches per batched pass where that is faster (GPU) (``6 + 6(t+1)`` block passes at task ``t``
-  instead of the reference's ``12(t+1)``).
+  branches per batched pass where that is faster (``cl_bench.models.branch_batching``: measured on
+  first use, the outputs are the same) (``6 + 6(t+1)`` block passes at task ``t`` instead of the
+  reference's ``12(t+1)``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cl_bench.models.branch_batching import BranchBatching, shape_key
 from cl_bench.models.heads import CosineLinear, PrototypeBank, cosine_logits
 from cl_bench.models.vit_parts import cls_feature, embed_tokens, run_blocks
 from cl_bench.strategies.cl_lora.lora import QVAdapterPair, QVLoRAQKV
@@ -30,10 +32,13 @@ STUDENT, TEACHER = 0, 1
 
 
 class CLLoRANet(nn.Module):
-    def __init__(self, vit: nn.Module, rank: int, shared_blocks: int, max_branch_sequences: int = 1024) -> None:
+    def __init__(self, vit: nn.Module, rank: int, shared_blocks: int, max_branch_sequences: int = 1024,
+                 device=None) -> None:
+        """``max_branch_sequences``: token sequences per batched pass over branches (0: measured on
+        ``device`` on first use, see ``cl_bench.models.branch_batching``)."""
         super().__init__()
         self.vit = vit.requires_grad_(False)
-        self.max_branch_sequences = max_branch_sequences
+        self.batching = BranchBatching(max_branch_sequences, device)
         self.rank = rank
         self.shared_blocks = shared_blocks
         self.n_specific = len(vit.blocks) - shared_blocks
@@ -103,6 +108,15 @@ class CLLoRANet(nn.Module):
         head = {id(p) for p in self.proxy_head.parameters()} if self.proxy_head is not None else set()
         return sum(p.numel() for p in self.parameters() if p.requires_grad and id(p) not in head)
 
+    @property
+    def max_branch_sequences(self) -> int:
+        """The sequences per batched pass in use (0 until a measured choice is made)."""
+        return self.batching.sequences_per_pass or 0
+
+    @max_branch_sequences.setter
+    def max_branch_sequences(self, value: int) -> None:
+        self.batching = BranchBatching(value, self.batching.device)
+
     # -- forward passes -----------------------------------------------------------------------
     def _route_shared(self, which: int) -> None:
         for wrapper in self.shared_wrappers:
@@ -112,15 +126,29 @@ class CLLoRANet(nn.Module):
         for column, wrapper in enumerate(self.specific_wrappers):
             wrapper.route = [(b, self.block_weights[b][0, column], self.block_weights[b][2, column]) for b in branches]
 
-    def shared_half(self, x: torch.Tensor, which: int = STUDENT) -> torch.Tensor:
-        """Tokens after the shared blocks, with the student or the teacher shared adapters."""
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The frozen patch embedding: no graph, and the same for the student and the teacher."""
+        return embed_tokens(self.vit, x)
+
+    @property
+    def embedding_is_deterministic(self) -> bool:
+        """True when one embedding may serve several passes of a batch: no dropout draws in it."""
+        vit = self.vit
+        return not vit.training or (isinstance(vit.patch_drop, nn.Identity)
+                                    and getattr(vit.pos_drop, "p", 0.0) == 0.0)
+
+    def shared_half(self, x: torch.Tensor, which: int = STUDENT, embedded: torch.Tensor | None = None) -> torch.Tensor:
+        """Tokens after the shared blocks, with the student or the teacher shared adapters; from
+        ``embedded`` (``embed(x)`` of this batch) when given."""
         self._route_shared(which)
-        return run_blocks(self.vit, embed_tokens(self.vit, x), 0, self.shared_blocks)
+        return run_blocks(self.vit, self.embed(x) if embedded is None else embedded, 0, self.shared_blocks)
 
     def specific_half(self, shared_tokens: torch.Tensor, branches: list[int]) -> torch.Tensor:
         """CLS features of each branch, shape (len(branches), B, D): branches batched together, at
-        most ``max_branch_sequences`` token sequences per call so memory stays bounded."""
-        per_call = max(1, self.max_branch_sequences // shared_tokens.shape[0])
+        as many per call as ``self.batching`` chose for this model, device and batch."""
+        per_call = self.batching.branches_per_pass(shared_tokens.shape[0], len(branches),
+                                                   lambda: shape_key("cl_lora specific block", self.vit, shared_tokens),
+                                                   lambda k: self._one_block_pass(shared_tokens, branches[0], k))
         if len(branches) > per_call:
             return torch.cat([self.specific_half(shared_tokens, branches[i: i + per_call])
                               for i in range(0, len(branches), per_call)])
@@ -130,14 +158,24 @@ class CLLoRANet(nn.Module):
         features = cls_feature(self.vit, run_blocks(self.vit, tokens, self.shared_blocks))
         return features.view(groups, shared_tokens.shape[0], -1)
 
-    def train_features(self, x: torch.Tensor, branch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def _one_block_pass(self, shared_tokens: torch.Tensor, branch: int, groups: int):
+        """One specific block over ``groups`` stacked copies of a branch: what batching is timed on."""
+        block = self.vit.blocks[self.shared_blocks]
+
+        def run():
+            self._route_specific([branch] * groups)
+            return block(shared_tokens.repeat(groups, 1, 1) if groups > 1 else shared_tokens)
+        return run
+
+    def train_features(self, x: torch.Tensor, branch: int,
+                       embedded: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """The branch's CLS feature and the shared-half tokens (the KD student reuses them)."""
-        shared = self.shared_half(x)
+        shared = self.shared_half(x, embedded=embedded)
         return self.specific_half(shared, [branch])[0], shared
 
-    def shared_feature(self, x: torch.Tensor, which: int = STUDENT) -> torch.Tensor:
+    def shared_feature(self, x: torch.Tensor, which: int = STUDENT, embedded: torch.Tensor | None = None) -> torch.Tensor:
         """CLS after the final LayerNorm applied to the shared half: the KD input (spec §3)."""
-        return cls_feature(self.vit, self.shared_half(x, which))
+        return cls_feature(self.vit, self.shared_half(x, which, embedded))
 
     def branch_features(self, x: torch.Tensor, branches: list[int]) -> torch.Tensor:
         return self.specific_half(self.shared_half(x), branches)

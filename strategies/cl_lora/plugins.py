@@ -11,7 +11,7 @@ import torch
 from avalanche.core import SupervisedPlugin
 
 from cl_bench.models.vit_parts import cls_feature
-from cl_bench.training.plugins import check_finite
+from cl_bench.training.plugins import check_finite, check_finite_losses
 from cl_bench.strategies.cl_lora.losses import (
     block_weight_orthogonality,
     distillation_loss,
@@ -33,7 +33,11 @@ class SharedAdapterDistillation(SupervisedPlugin):
 
     ``reuse_shared_forward``: the student's shared half is the main forward's first half (same
     weights, same input), so its tokens are reused and both gradients come from one graph; the
-    teacher pass needs no graph. ``False`` runs the student separately, as the reference does.
+    teacher pass needs no graph and starts from the main forward's patch embedding (frozen, no
+    dropout draws). The KD loss is then computed right after the forward and checked with the CE
+    loss in one device sync, so the backward passes and both steps are queued without a stall.
+    Every value is the one of the reference order (tested bit for bit). ``False`` runs the student
+    separately after the CE gradients, as the reference does.
     """
 
     def __init__(self, *, weight: float, temperature: float, reassign: bool, reuse_shared_forward: bool) -> None:
@@ -44,6 +48,7 @@ class SharedAdapterDistillation(SupervisedPlugin):
         self.reuse_shared_forward = reuse_shared_forward
         self.row_weights: dict[int, torch.Tensor] = {}
         self.steps_taken = 0
+        self._early_loss: torch.Tensor | None = None
 
     @staticmethod
     def active(strategy) -> bool:
@@ -63,21 +68,32 @@ class SharedAdapterDistillation(SupervisedPlugin):
         model = strategy.model
         x = strategy.mb_x
         with strategy.autocast():  # the precision of the main forward
+            embedded = None
             if self.reuse_shared_forward:
                 student_feature = cls_feature(model.vit, strategy.shared_tokens)
+                embedded = strategy.embedded_tokens if model.embedding_is_deterministic else None
             else:
                 student_feature = model.shared_feature(x, STUDENT)
             with torch.no_grad():
-                teacher_feature = model.shared_feature(x, TEACHER)
+                teacher_feature = model.shared_feature(x, TEACHER, embedded)
             student, teacher = model.proxy_head(student_feature), model.proxy_head(teacher_feature)
         return distillation_loss(student.float(), teacher.float(), weight=self.weight, temperature=self.temperature)
+
+    def before_backward(self, strategy, **kwargs) -> None:
+        """With ``reuse_shared_forward``: the KD loss now, checked with the CE loss in one sync."""
+        self._early_loss = None
+        if self.reuse_shared_forward and self.active(strategy):
+            self._early_loss = self.loss(strategy)
+            check_finite_losses(strategy, [("loss", strategy.loss), ("KD loss", self._early_loss)])
 
     def before_update(self, strategy, **kwargs) -> None:
         """Step 1 of the iteration (spec §6.1): KD gradient, reassignment, optimizer step."""
         if not self.active(strategy):
             return
-        loss = self.loss(strategy)
-        check_finite(loss, strategy, "KD loss")
+        loss, self._early_loss = self._early_loss, None
+        if loss is None:
+            loss = self.loss(strategy)
+            check_finite(loss, strategy, "KD loss")
         strategy.loss_terms["kd"] = loss.detach()
         model = strategy.model
         params = [p for pair in model.shared_pairs(STUDENT) for p in (pair.q.up.weight, pair.v.up.weight)]

@@ -20,7 +20,6 @@ import torch.nn.functional as F
 from avalanche.training.plugins.evaluation import default_evaluator
 
 from cl_bench.models.heads import CosineLinear
-from cl_bench.models.vit_parts import branch_sequences_per_pass
 from cl_bench.strategies.cl_lora.config import CLLoRAConfig, check_shared_blocks
 from cl_bench.training.template import CLBenchTemplate, prepare_vit
 from cl_bench.strategies.cl_lora.model import CLLoRANet
@@ -54,8 +53,8 @@ class CLLoRA(CLBenchTemplate):
         check_shared_blocks(shared_blocks, depth)
         shared = shared_blocks if shared_blocks >= 0 else depth // 2
         self.momentum = momentum
-        net = CLLoRANet(vit, rank=rank, shared_blocks=shared,
-                        max_branch_sequences=branch_sequences_per_pass(max_branch_sequences, device or "cpu"))
+        net = CLLoRANet(vit, rank=rank, shared_blocks=shared, max_branch_sequences=max_branch_sequences,
+                        device=device or "cpu")
         self.distillation = SharedAdapterDistillation(
             weight=kd_weight, temperature=kd_temperature,
             reassign=gradient_reassignment, reuse_shared_forward=kd_reuse_shared_forward,
@@ -63,6 +62,7 @@ class CLLoRA(CLBenchTemplate):
         self.growth = AdapterGrowth(orth_weight=orth_weight) if adapter_growth else None
         own = [p for p in (self.growth, self.distillation) if p is not None]
         self.shared_tokens: torch.Tensor | None = None
+        self.embedded_tokens: torch.Tensor | None = None
         self._pending_grads: list[tuple[torch.nn.Parameter, torch.Tensor | None]] = []
         super().__init__(model=net, backbone=vit, lr=lr, weight_decay=weight_decay, amp=amp,
                          train_mb_size=train_mb_size, train_epochs=train_epochs, eval_mb_size=eval_mb_size,
@@ -100,7 +100,8 @@ class CLLoRA(CLBenchTemplate):
     def forward(self) -> torch.Tensor:
         if not self.is_training:
             return self.model.predict(self.mb_x)
-        features, self.shared_tokens = self.model.train_features(self.mb_x, self.current_branch)
+        self.embedded_tokens = self.model.embed(self.mb_x)  # the KD teacher starts from it too
+        features, self.shared_tokens = self.model.train_features(self.mb_x, self.current_branch, self.embedded_tokens)
         return self.model.proxy_head(features)
 
     def criterion(self) -> torch.Tensor:
@@ -126,13 +127,17 @@ class CLLoRA(CLBenchTemplate):
     def _after_training_iteration(self, **kwargs) -> None:
         # The CE gradients were taken with the graph retained for the KD step, which frees only the
         # shared half: drop every reference to the rest before the next batch is loaded.
-        self.shared_tokens = None
+        self.shared_tokens = self.embedded_tokens = None
         self.mb_output = self.mb_output.detach()
         self.loss = self.loss.detach()
         super()._after_training_iteration(**kwargs)
 
     def head_parameters(self):
         return list(self.model.proxy_head.parameters()) if self.model.proxy_head is not None else []
+
+    def experience_report(self) -> dict:
+        """The branch batching in use at inference (measured or cached on first use), for the record."""
+        return {"branch_batching": self.model.batching.report()}
 
     # -- checkpoints --------------------------------------------------------------------------
     def extra_state(self) -> dict:

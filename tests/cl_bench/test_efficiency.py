@@ -82,3 +82,18 @@ def test_efficiency_benchmark_runs_end_to_end_at_a_tiny_size(tmp_path):
     assert report["strategies"]["cl_lora"]["train_images_per_s"]["median"] > 0  # the third experience is timed
     assert any(name.startswith("cl_lora training: KD student") for name in report["fast_paths"])
     assert (tmp_path / "efficiency.md").read_text().startswith("Backbone")
+
+
+def test_paper_shapes_sets_vit_b_and_a_small_batch_on_cpu_and_the_papers_on_gpu():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_efficiency", REPO / "sweeps" / "bench_efficiency.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cpu = bench.parse(["--paper_shapes"])
+    assert (cpu.backbone, cpu.pretrained, cpu.strategies) == ("vit_base_patch16_224.augreg_in21k", "false", "cl_lora,ease")
+    assert (cpu.batch_size, cpu.eval_batch_size, cpu.stages, cpu.harness) == (4, 4, "2,6,10", "false")
+    assert bench.parse(["--paper_shapes", "--device", "cuda"]).batch_size == 64
+    given = bench.parse(["--paper_shapes", "--batch-size", "2", "--stages=2,3"])  # explicit options win
+    assert (given.batch_size, given.stages, given.eval_batch_size) == (2, "2,3", 4)
+    assert bench.parse([]).backbone == "vit_mini_patch4_28.fmnist_letters"

@@ -246,3 +246,20 @@ def test_explicit_online_mode_falls_back_to_offline_after_its_timeout(tmp_path, 
     tracker.log({"experience": 0, "eval/accuracy": 0.5})
     tracker.finish()
     assert len(list(tmp_path.glob("wandb/offline-run-*/run-*.wandb"))) == 1
+
+
+def test_losses_checked_together_name_the_first_non_finite_one():
+    """CL-LoRA checks its CE and KD losses in one device sync: a NaN KD loss still stops the run, named."""
+    from types import SimpleNamespace
+
+    import torch
+
+    from cl_bench.errors import NonFiniteLossError
+    from cl_bench.training.plugins import check_finite_losses
+
+    strategy = SimpleNamespace(experience_index=1, clock=SimpleNamespace(train_exp_epochs=0, train_epoch_iterations=3))
+    check_finite_losses(strategy, [("loss", torch.tensor(1.0)), ("KD loss", torch.tensor(2.0))])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite KD loss \(nan\) at experience 1, epoch 0, step 3"):
+        check_finite_losses(strategy, [("loss", torch.tensor(1.0)), ("KD loss", torch.tensor(float("nan")))])
+    with pytest.raises(NonFiniteLossError, match=r"non-finite loss \(inf\)"):
+        check_finite_losses(strategy, [("loss", torch.tensor(float("inf"))), ("KD loss", torch.tensor(float("nan")))])
