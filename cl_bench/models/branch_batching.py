@@ -19,6 +19,7 @@ import os
 import platform
 import tempfile
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -26,7 +27,7 @@ from typing import Callable
 import torch
 
 __all__ = ["MAX_BRANCH_SEQUENCES", "BatchingChoice", "BranchBatching", "cache_file", "device_key",
-           "measure_sequences_per_pass", "clear_process_cache", "shape_key"]
+           "measure_sequences_per_pass", "clear_process_cache", "shape_key", "measuring"]
 
 #: Most token sequences per batched pass, whatever the measurement says: bounds activation memory
 #: (ViT-B/16 at 1024 sequences holds about 2.5 GB per MLP activation in fp32).
@@ -42,6 +43,12 @@ TOLERANCE = 0.05
 LONG_PASS_S = 0.5
 
 _PROCESS_CACHE: dict[str, dict] = {}
+_MEASURING = [False]
+
+
+def measuring() -> bool:
+    """True while a choice is being timed: those block passes are not the method's cost (not counted)."""
+    return _MEASURING[0]
 
 
 @dataclass
@@ -84,7 +91,7 @@ def measure_sequences_per_pass(batch: int, make_pass: Callable[[int], Callable[[
     candidates = [k for k in CANDIDATE_GROUPS if k == 1 or k * batch <= cap]
     per_sequence: dict[int, float] = {}
     devices = [device] if device.type == "cuda" else []
-    with torch.no_grad(), torch.random.fork_rng(devices=devices):  # the run's random streams stay untouched
+    with torch.no_grad(), torch.random.fork_rng(devices=devices), _measuring():  # the run's random streams stay untouched
         make_pass(1)()
         for k in candidates:
             run = make_pass(k)
@@ -104,6 +111,15 @@ def measure_sequences_per_pass(batch: int, make_pass: Callable[[int], Callable[[
     best = min(per_sequence.values())
     chosen = min(k for k, v in per_sequence.items() if v <= best * (1 + TOLERANCE))
     return chosen * batch, {str(k * batch): v for k, v in per_sequence.items()}
+
+
+@contextmanager
+def _measuring():
+    _MEASURING[0] = True
+    try:
+        yield
+    finally:
+        _MEASURING[0] = False
 
 
 def _read_file() -> dict:

@@ -170,3 +170,16 @@ def test_the_choice_is_in_the_experience_report():
         report = strategy.experience_report()["branch_batching"]
         assert report["source"] == "measured" and report["sequences_per_pass"] >= 4
         assert "batch 4" in report["key"] and "4" in report["seconds_per_sequence"]
+
+
+def test_block_passes_of_the_measurement_are_not_counted_as_the_methods_cost():
+    from cl_bench.efficiency import BlockPassCounter
+
+    net = _cl_lora_net(n_tasks=2)
+    net.max_branch_sequences = 0
+    counter = BlockPassCounter(net.vit.blocks)
+    x = torch.rand(3, 3, 28, 28)
+    with torch.no_grad(), counter.counting():
+        net.predict(x)
+    assert net.batching.report()["source"] == "measured"
+    assert counter.sequences == 3 * (2 + 2 * 2)  # shared half once, then each of 2 branches: 2 blocks each
