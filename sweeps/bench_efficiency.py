@@ -408,6 +408,7 @@ def fast_path_ratios(subjects, stage, args, device, first=False):
     """Before/after time ratios of the fast paths on the current models (outputs equal: tests)."""
     import torch
 
+    from cl_bench.efficiency import bypassing, harness_caches
     from cl_bench.models.branch_batching import MAX_BRANCH_SEQUENCES, BranchBatching
 
     by_name = {s.name: s for s in subjects}
@@ -447,7 +448,6 @@ def fast_path_ratios(subjects, stage, args, device, first=False):
                 wrappers = model.shared_wrappers + model.specific_wrappers
 
                 def low_rank():
-                    from cl_bench.efficiency import bypassing, harness_caches
                     for w in wrappers:
                         w.merge_for_inference = False
                     try:

@@ -75,7 +75,7 @@ def prepare_vit(model: Any, *, copy_model: bool = True) -> nn.Module:
     if isinstance(model, str):
         from cl_bench.backbones import load_vit
 
-        return load_vit(model).requires_grad_(False)
+        return _mark_pretrained(load_vit(model).requires_grad_(False))
     if not isinstance(model, VisionTransformer):
         raise StrategyArgumentError(
             f"argument 'model' must be a timm VisionTransformer or a backbone tag; got {type(model).__name__}",
@@ -92,7 +92,14 @@ def prepare_vit(model: Any, *, copy_model: bool = True) -> nn.Module:
     vit = copy.deepcopy(model) if copy_model else model
     if vit.num_classes != 0:
         vit.reset_classifier(0)  # features, not the pretraining head's logits
-    return vit.requires_grad_(False)
+    return _mark_pretrained(vit.requires_grad_(False))
+
+
+def _mark_pretrained(vit: nn.Module) -> nn.Module:
+    """Remember which tensors are the pretrained ones before a method injects adapters or prompts
+    into the ViT's own modules: checkpoints leave out exactly these (``CLBenchTemplate``)."""
+    vit.pretrained_tensor_ids = frozenset(id(t) for t in [*vit.parameters(), *vit.buffers()])
+    return vit
 
 
 class CLBenchTemplate(SupervisedTemplate):
@@ -107,8 +114,9 @@ class CLBenchTemplate(SupervisedTemplate):
                  amp: str = "none", train_mb_size: int = 32, train_epochs: int = 1, eval_mb_size: int = 128,
                  device: str | torch.device | None = None, plugins: Sequence[Any] | None = None,
                  evaluator: Any = default_evaluator, eval_every: int = -1, **base_kwargs: Any) -> None:
-        """``model``: the method's network, built around ``backbone`` (the frozen ViT whose tensors
-        checkpoints leave out). Subclasses pass everything else through from their own keywords."""
+        """``model``: the method's network, built around ``backbone`` (the frozen ViT from ``prepare_vit``,
+        whose pretrained tensors checkpoints leave out, or a module holding just those tensors).
+        Subclasses pass everything else through from their own keywords."""
         if amp not in AMP_CHOICES:
             raise StrategyArgumentError(f"argument 'amp' must be one of {', '.join(AMP_CHOICES)}; got {amp!r}", key="amp")
         for name, value in (("train_mb_size", train_mb_size), ("eval_mb_size", eval_mb_size)):
@@ -149,7 +157,10 @@ class CLBenchTemplate(SupervisedTemplate):
                 eval_every=eval_every,
                 **base_kwargs,
             )
-        backbone_ids = {id(t) for t in [*backbone.parameters(), *backbone.buffers()]}
+        # The pretrained tensors as ``prepare_vit`` found them: by now the method's adapters may live inside the ViT.
+        backbone_ids = getattr(backbone, "pretrained_tensor_ids", None)
+        if backbone_ids is None:
+            backbone_ids = {id(t) for t in [*backbone.parameters(), *backbone.buffers()]}
         # By name, fixed now: moving the model to a device replaces tensors, names stay.
         self._backbone_names = {
             name for name, t in [*model.named_parameters(), *model.named_buffers()] if id(t) in backbone_ids

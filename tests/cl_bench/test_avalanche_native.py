@@ -171,3 +171,33 @@ def test_avalanche_model_adaptation_and_loader_arguments_are_honoured():
     assert probe.seen and probe.seen[0] == sorted(PLAIN_CLASS_ORDER[:2])
     loader = loaders.loaders[0]
     assert loader.num_workers == 1 and loader.collate_fn is collate and not loader.pin_memory
+
+
+#: Joint retrains from its initial weights on every experience given so far: its state is the data
+#: it has seen, not tensors alone (the runner trains it once, on the union, so its runs resume).
+CHECKPOINTED = [n for n in STRATEGIES.names() if n != "joint"]
+
+
+@pytest.mark.parametrize("name", CHECKPOINTED)
+def test_a_restored_checkpoint_continues_exactly_like_the_strategy_it_came_from(name):
+    """Everything a method learned is in ``learned_state`` (adapters injected into the ViT included),
+    so a strategy rebuilt from it trains the next experience to the very same tensors."""
+    from helpers import build_strategy
+
+    from cl_bench import seeding
+
+    def vit():
+        torch.manual_seed(0)  # the same pretrained stand-in for both
+        return tiny_vit(depth=6)
+
+    first, streams = build_strategy(name, vit=vit())
+    first.train(streams.train_stream[0], eval_streams=[])
+    state, rng = copy.deepcopy(first.learned_state()), seeding.capture_rng_state()
+    restored, _ = build_strategy(name, vit=vit())
+    restored.load_learned_state(state)
+    for strategy in (first, restored):
+        seeding.restore_rng_state(rng)
+        strategy.train(streams.train_stream[1], eval_streams=[])
+    a, b = first.learned_state()["tensors"], restored.learned_state()["tensors"]
+    assert a.keys() == b.keys()
+    assert [k for k in a if not torch.equal(a[k], b[k])] == []
