@@ -5,7 +5,6 @@ every subspace (training images, test transform) and the prototype complement fo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from avalanche.training.plugins.evaluation import default_evaluator
 
@@ -58,11 +57,6 @@ class EASE(CLBenchTemplate):
         sets = list(range(model.n_sets))
         features = model.features(self.mb_x, sets, batched=self.batched_subspaces)
         return ensemble_logits(features, model.prototypes, model.class_ranges, self.alpha)
-
-    def criterion(self) -> torch.Tensor:
-        if not self.is_training:
-            return self._make_empty_loss()
-        return F.cross_entropy(self.mb_output, self.mb_columns - self.known_classes)
 
     def _after_training_exp(self, **kwargs) -> None:
         model = self.model

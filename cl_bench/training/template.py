@@ -366,7 +366,8 @@ class CLBenchTemplate(SupervisedTemplate):
     def criterion(self) -> torch.Tensor:
         if not self.is_training:  # evaluation needs predictions only
             return self._make_empty_loss()
-        return F.cross_entropy(self.mb_output, self.mb_columns)
+        first = self.known_classes if self.task_head_in_training else 0  # a per-task head scores its own classes
+        return F.cross_entropy(self.mb_output, self.mb_columns - first)
 
     def _after_eval_forward(self, **kwargs) -> None:
         self.mb_output = self.label_space(self.mb_output)  # before plugins and metrics read it

@@ -15,7 +15,6 @@ difference) and raises on current PyTorch; this is the deviation the spec names.
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
 from avalanche.training.plugins.evaluation import default_evaluator
 
@@ -103,11 +102,6 @@ class CLLoRA(CLBenchTemplate):
         self.embedded_tokens = self.model.embed(self.mb_x)  # the KD teacher starts from it too
         features, self.shared_tokens = self.model.train_features(self.mb_x, self.current_branch, self.embedded_tokens)
         return self.model.proxy_head(features)
-
-    def criterion(self) -> torch.Tensor:
-        if not self.is_training:
-            return self._make_empty_loss()
-        return F.cross_entropy(self.mb_output, self.mb_columns - self.known_classes)
 
     def backward(self) -> None:
         """Keep the CE (+ orth) gradients; the KD step may reuse this graph's shared half."""

@@ -10,7 +10,6 @@ DualGPM memory, and the pair is merged into K and V. Evaluation: every head, one
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from avalanche.training.plugins.evaluation import default_evaluator
 from torch.utils.data import DataLoader
 
@@ -117,11 +116,6 @@ class InfLoRA(CLBenchTemplate):
         if self.is_training:
             return self.model.train_logits(self.mb_x)  # the current head only
         return self.model(self.mb_x)  # every head, merged weights
-
-    def criterion(self) -> torch.Tensor:
-        if not self.is_training:
-            return self._make_empty_loss()
-        return F.cross_entropy(self.mb_output, self.mb_columns - self.known_classes)
 
     def head_parameters(self):
         return list(self.model.heads.heads[-1].parameters()) if len(self.model.heads) else []

@@ -9,7 +9,6 @@ columns. Evaluation: the full head, one ViT pass with the components folded into
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from avalanche.training.plugins.evaluation import default_evaluator
 
 from cl_bench.errors import StrategyArgumentError
@@ -79,11 +78,6 @@ class SDLoRA(CLBenchTemplate):
         if self.is_training:
             return self.model.train_logits(self.mb_x)  # the current task's logits only
         return self.model(self.mb_x)  # the full head
-
-    def criterion(self) -> torch.Tensor:
-        if not self.is_training:
-            return self._make_empty_loss()
-        return F.cross_entropy(self.mb_output, self.mb_columns - self.known_classes)
 
     def head_parameters(self):
         return list(self.model.heads.heads[-1].parameters()) if len(self.model.heads) else []
