@@ -133,7 +133,7 @@ SPEC = {
                                                  "class_order_seed": NATURAL, "e_length": 20, "epochs": 50,
                                                  "batch_size": 24, "lr": 0.00046875, "pull_constraint": 1.0,
                                                  "clip_grad_norm": 1.0},
-    # baselines/README.md "How the presets were set": 2 epochs, batch 32, lr 0.005 (not tuned)
+    # baselines/README.md "How the presets were set": 3 epochs, batch 32, lr 0.002 (by Avg on seed 0)
     ("dual_prompt", "digits_animals", "default"): {"epochs": 3, "batch_size": 32, "lr": 0.002},
     # PA §3.8 / §3.5 official CIFAR row: adapter, AugReg IN-21k, SGD 0.01, batch 48, 20 epochs, wd 5e-4, M 10000
     ("ranpac", "split_cifar100", "default"): {"backbone": IN21K, "petl": "adapter", "epochs": 20, "batch_size": 48,
@@ -179,7 +179,7 @@ SPEC = {
                                      "weight_decay": 5e-4} for bench in ("split_cifar100", "imagenet_r")},
     **{("joint", bench, "linear_probe"): {"trainable": "head", "epochs": 20, "batch_size": 128, "lr": 0.001,
                                           "weight_decay": 5e-4} for bench in ("split_cifar100", "imagenet_r")},
-    # baselines/README.md: 2 epochs of the union, batch 32, lr 0.01 (not tuned)
+    # baselines/README.md: 3 epochs of the union, batch 32, lr 0.003 (by Avg on seed 0)
     ("joint", "digits_animals", "default"): {"epochs": 3, "batch_size": 32, "lr": 0.003},
     # PILOT exps/finetune.json and finetune_inr.json (read at 8d61842; no spec fixes them): 20 epochs, lr 1e-3,
     # batch 128, weight decay 5e-4 then 2e-4; their own split B0 Inc10 with shuffle seed 1993
@@ -188,7 +188,7 @@ SPEC = {
     **{("finetune", bench, "reference"): {"init_cls": 10, "inc_cls": 10, "epochs": 20, "batch_size": 128, "lr": 0.001,
                                           "weight_decay": 5e-4, "later_weight_decay": 2e-4}
        for bench in ("split_cifar100", "imagenet_r")},
-    # baselines/README.md: 2 epochs per experience, batch 32, lr 0.01 (Avg 37.80, the only value run)
+    # baselines/README.md: 3 epochs per experience, batch 32, lr 0.001 (by Avg on seed 0)
     ("finetune", "digits_animals", "default"): {"epochs": 3, "batch_size": 32, "lr": 0.001},
     # LoRA §4 CIFAR B5-5-20: Adam 5e-4, 20 epochs, batch 128, lambda_b 0.95, the protocol's IN-21k (= official)
     ("inflora", "split_cifar100", "default"): {"backbone": IN21K, "epochs": 20, "batch_size": 128, "lr": 0.0005,
