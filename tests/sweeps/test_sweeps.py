@@ -35,14 +35,15 @@ def test_every_sweep_file_validates_and_run_py_accepts_every_command_line(path):
     assert spec.method in ("grid", "random", "bayes")
 
 
-def test_reproduction_sweeps_use_the_suites_seed_list():
+def test_reproduction_sweeps_use_the_suites_seeds_and_cover_every_strategy():
     for name in ("reproduce", "reproduce_reference"):
         spec = load_sweep(REPO / "sweeps" / "specs" / f"{name}.yaml")
         assert spec.parameters["seed"]["values"] == list(SEEDS)
-    strategies = set(load_sweep(REPO / "sweeps" / "specs" / "reproduce.yaml").parameters["strategy"]["values"])
     from cl_bench.registry import STRATEGIES
 
-    assert strategies == set(STRATEGIES.names())
+    for name in ("reproduce", "quick_offline"):  # both promise every strategy
+        strategies = set(load_sweep(REPO / "sweeps" / "specs" / f"{name}.yaml").parameters["strategy"]["values"])
+        assert strategies == set(STRATEGIES.names()), name
 
 
 def _write(tmp_path: Path, **changes) -> Path:
