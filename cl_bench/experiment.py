@@ -287,6 +287,17 @@ def chance_warning(data: dict[str, Any]) -> str | None:
             "training probably failed (learning rate, divergence or data); do not use these numbers")
 
 
+def resumed_threads_warning(data: dict[str, Any], env: dict[str, Any]) -> str | None:
+    """A warning when a run with finished experiences continues on another CPU thread count: the
+    summation order changes and training amplifies it, so the result can differ from an uninterrupted run."""
+    before = (data.get("environment") or {}).get("torch_threads")
+    now = env.get("torch_threads")
+    if not data.get("steps") or before is None or before == now or env.get("device") != "cpu":
+        return None
+    return (f"resumed on {now} CPU threads after {len(data['steps'])} experiences ran on {before}: the numbers can differ "
+            f"from an uninterrupted run (pass --threads {before} to resume exactly)")
+
+
 def _eval_cost_text(efficiency: dict[str, Any]) -> str:
     deployed = (f"eval {efficiency['eval_images_per_s']:.0f} img/s, {efficiency['vit_passes_per_image']:.2f} ViT passes/img"
                 if efficiency["eval_images_per_s"] is not None else "eval cost of new images not measured here")
@@ -385,6 +396,10 @@ def _train(plan: RunPlan, say) -> RunRecord:
     try:
         wandb_info = tracker.start()
         env = environment(device)
+        thread_warning = resumed_threads_warning(record.data, env)
+        if thread_warning:
+            record.data["warnings"] = [*record.data.get("warnings", []), thread_warning]
+            print(f"warning: {thread_warning}", file=sys.stderr, flush=True)
         record.update(status="running", error=None, wandb=wandb_info, environment=env)
         tracker.update_config({"environment": env, "weights": backbone_record, "config_digest": record.data["config_digest"],
                                "config_origins": record.data.get("config_origins") or {}})
@@ -470,7 +485,7 @@ def _train(plan: RunPlan, say) -> RunRecord:
 
         efficiency_summary = _efficiency_summary(record.data["steps"], time.perf_counter() - wall_start)
         warning = chance_warning(record.data)
-        record.finish(efficiency=efficiency_summary, warnings=[warning] if warning else [])
+        record.finish(efficiency=efficiency_summary, warnings=[*record.data.get("warnings", []), *([warning] if warning else [])])
         if warning:
             print(f"warning: {warning}", file=sys.stderr, flush=True)
         tracker.log_summary({**record.data["metrics"], "R": record.data["R"],

@@ -3,7 +3,7 @@
 import pytest
 
 from cl_bench.errors import RunInterrupted
-from cl_bench.experiment import run_experiment
+from cl_bench.experiment import resumed_threads_warning, run_experiment
 from cl_bench.metrics import summarize
 from helpers import read_record, tiny_config, wandb_history, wandb_run_facts
 
@@ -126,3 +126,13 @@ def test_interrupted_run_leaves_a_partial_but_valid_record(tmp_path, monkeypatch
     record = read_record(tmp_path / "cut")
     assert record["status"] == "interrupted" and len(record["R"]) == 2
     assert record["metrics"]["last_accuracy"] == pytest.approx(record["metrics"]["accuracy_curve"][-1])
+
+
+def test_resuming_on_another_cpu_thread_count_is_warned_about():
+    done = {"steps": [{}, {}], "environment": {"torch_threads": 1, "device": "cpu"}}
+    warning = resumed_threads_warning(done, {"torch_threads": 2, "device": "cpu"})
+    assert warning.startswith("resumed on 2 CPU threads after 2 experiences ran on 1") and "--threads 1" in warning
+    assert resumed_threads_warning(done, {"torch_threads": 1, "device": "cpu"}) is None
+    assert resumed_threads_warning(done, {"torch_threads": 2, "device": "cuda:0"}) is None  # GPU sums do not follow the CPU threads
+    assert resumed_threads_warning({**done, "steps": []}, {"torch_threads": 2, "device": "cpu"}) is None  # nothing finished
+    assert resumed_threads_warning({"steps": [{}]}, {"torch_threads": 2, "device": "cpu"}) is None  # an older record

@@ -86,6 +86,7 @@ def test_sigkill_mid_experience_then_resume_gives_the_same_R(tmp_path, uninterru
     record = read_record(tmp_path / "r")
     assert record["status"] == "finished" and record["resumed"] == 1
     assert record["R"] == uninterrupted["R"]  # exactly
+    assert record["warnings"] == []  # same thread count: nothing to warn about
 
 
 def test_same_seed_twice_gives_identical_metrics(tmp_path, uninterrupted):
@@ -120,8 +121,10 @@ def test_sigterm_finishes_the_step_marks_interrupted_and_exits_nonzero(tmp_path)
     record = read_record(tmp_path / "r")
     assert record["status"] == "interrupted" and "signal" in record["error"]
     assert load_checkpoint(tmp_path / "r")["finished_experiences"] >= 1
-    resumed = run_cli(*args(tmp_path, resume="true"))
+    resumed = run_cli(*args(tmp_path, resume="true", threads=2))  # the first part ran on one thread
     assert resumed.returncode == 0 and read_record(tmp_path / "r")["status"] == "finished"
+    assert "resumed on 2 CPU threads" in resumed.stderr and "--threads 1" in resumed.stderr
+    assert any("resumed on 2 CPU threads" in w for w in read_record(tmp_path / "r")["warnings"])
 
 
 def test_nan_loss_stops_with_a_clear_error_and_keeps_the_checkpoint(tmp_path):
