@@ -108,7 +108,7 @@ case "${1:-}" in
         exec "$VENV/bin/python" "$@"
         ;;
     *)
-        step "running every strategy on the offline bench digits_animals (about 8 minutes on 2 CPU cores)"
+        step "running every strategy on the offline bench digits_animals (about 18 minutes on 2 CPU cores)"
         status=0
         "$VENV/bin/python" sweeps/compare.py --bench digits_animals "$@" || status=$?
         if [ "$status" = 0 ]; then
