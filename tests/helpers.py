@@ -33,6 +33,27 @@ def tiny_vit(depth: int = 4, dim: int = 32, heads: int = 2, img_size: int = 28, 
     )
 
 
+def tiny_cl_lora_net(n_tasks: int = 3, growth: bool = True):
+    """A tiny CL-LoRA net with non-zero adapters, several branches and prototypes: a trained-looking net
+    for inference tests, with no training."""
+    import torch
+    from cl_bench.strategies.cl_lora.model import CLLoRANet
+
+    torch.manual_seed(0)
+    net = CLLoRANet(tiny_vit(depth=4), rank=4, shared_blocks=2)
+    for task in range(n_tasks):
+        if task and growth:
+            net.add_branch()
+        net.task_branch.append(net.n_branches - 1)
+        net.task_sizes.append(3)
+        net.prototypes.add(torch.randn(3, 32))
+    with torch.no_grad():
+        for p in net.parameters():
+            if p.dim() == 2 and p.shape[1] == 4:  # up-projections
+                p.normal_(0, 0.3)
+    return net.eval()
+
+
 def vit_b_shapes():
     """ViT-B/16 with the real shapes and uninitialised weights (fast): for parameter counts only."""
     import timm

@@ -9,9 +9,8 @@ import torch
 
 from cl_bench.models import branch_batching as bb
 from cl_bench.models.branch_batching import BranchBatching, measure_sequences_per_pass
-from cl_bench.strategies.cl_lora.model import CLLoRANet
 from cl_bench.baselines.ease.model import EaseNet
-from helpers import tiny_vit
+from helpers import tiny_cl_lora_net, tiny_vit
 
 CPU = torch.device("cpu")
 
@@ -106,25 +105,9 @@ def test_measuring_leaves_the_random_streams_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
 
 
-def _cl_lora_net(n_tasks=4):
-    torch.manual_seed(0)
-    net = CLLoRANet(tiny_vit(depth=4), rank=4, shared_blocks=2)
-    for task in range(n_tasks):
-        if task:
-            net.add_branch()
-        net.task_branch.append(net.n_branches - 1)
-        net.task_sizes.append(3)
-        net.prototypes.add(torch.randn(3, 32))
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() == 2 and p.shape[1] == 4:
-                p.normal_(0, 0.3)
-    return net.eval()
-
-
 @pytest.mark.parametrize("sequences", [0, 1024])
 def test_cl_lora_predictions_do_not_depend_on_the_batching(sequences):
-    net = _cl_lora_net()
+    net = tiny_cl_lora_net(n_tasks=4)
     x = torch.rand(5, 3, 28, 28)
     with torch.no_grad():
         net.max_branch_sequences = 5  # one branch per pass
@@ -175,7 +158,7 @@ def test_the_choice_is_in_the_experience_report():
 def test_block_passes_of_the_measurement_are_not_counted_as_the_methods_cost():
     from cl_bench.efficiency import BlockPassCounter
 
-    net = _cl_lora_net(n_tasks=2)
+    net = tiny_cl_lora_net(n_tasks=2)
     net.max_branch_sequences = 0
     counter = BlockPassCounter(net.vit.blocks)
     x = torch.rand(3, 3, 28, 28)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from cl_bench.models.heads import CosineLinear
-from helpers import tiny_vit
+from helpers import tiny_cl_lora_net, tiny_vit
 from cl_bench.strategies.cl_lora.losses import (
     block_weight_orthogonality,
     distillation_loss,
@@ -104,26 +104,9 @@ def test_orthogonality_loss_value():
     assert block_weight_orthogonality([], now) == 0
 
 
-def _trained_looking_net(n_tasks: int = 3, growth: bool = True) -> CLLoRANet:
-    """A tiny CL-LoRA net with non-zero adapters, several branches and prototypes."""
-    torch.manual_seed(0)
-    net = CLLoRANet(tiny_vit(depth=4), rank=4, shared_blocks=2)
-    for task in range(n_tasks):
-        if task and growth:
-            net.add_branch()
-        net.task_branch.append(net.n_branches - 1)
-        net.task_sizes.append(3)
-        net.prototypes.add(torch.randn(3, 32))
-    with torch.no_grad():
-        for p in net.parameters():
-            if p.dim() == 2 and p.shape[1] == 4:  # up-projections
-                p.normal_(0, 0.3)
-    return net.eval()
-
-
 @pytest.mark.parametrize("growth", [True, False])
 def test_shared_half_inference_equals_reference_inference(growth):
-    net = _trained_looking_net(growth=growth)
+    net = tiny_cl_lora_net(growth=growth)
     x = torch.rand(5, 3, 28, 28)
     with torch.no_grad():
         fast, naive = net.predict(x), net.predict_naive(x)
@@ -133,7 +116,7 @@ def test_shared_half_inference_equals_reference_inference(growth):
 
 
 def test_merged_inference_weights_equal_the_low_rank_path():
-    net = _trained_looking_net()
+    net = tiny_cl_lora_net()
     x = torch.rand(4, 3, 28, 28)
     with torch.no_grad():
         merged = net.branch_features(x, [0, 1, 2])
@@ -142,7 +125,7 @@ def test_merged_inference_weights_equal_the_low_rank_path():
 
 
 def test_teacher_snapshot_is_a_frozen_copy():
-    net = _trained_looking_net()
+    net = tiny_cl_lora_net()
     net.snapshot_teacher()
     for student, teacher in zip(net.shared_pairs(STUDENT), net.shared_pairs(1)):
         assert torch.equal(student.q.up.weight, teacher.q.up.weight)
